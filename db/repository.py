@@ -1,0 +1,263 @@
+"""Queries and writes: every statement CargoScan runs against its database."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, case, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from db.schema import (
+    LABEL_NEGATIVE,
+    LABEL_POSITIVE,
+    SCAN_DONE,
+    SCAN_FAILED,
+    SCAN_QUEUED,
+    Exemplar,
+    ExemplarSet,
+    ModelVersion,
+    Result,
+    Scan,
+    utcnow,
+)
+
+# SQLite allows 32766 bound parameters per statement; results use 11 columns each.
+_ROWS_PER_STATEMENT = 2000
+
+
+def _insert(session: Session, table):
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    if dialect == "sqlite":
+        return sqlite.insert(table)
+    raise NotImplementedError(f"upserts support PostgreSQL and SQLite, not {dialect}")
+
+
+def get_or_create_model_version(
+    session: Session, sha256: str, name: str, checkpoint_path: str, preprocessing: dict[str, Any], threshold: float, training: dict[str, Any]
+) -> ModelVersion:
+    """Return the model version with this sha256, registering it first if it is new."""
+    statement = _insert(session, ModelVersion).values(
+        sha256=sha256, name=name, checkpoint_path=checkpoint_path, preprocessing=preprocessing,
+        threshold=threshold, training=training, created_at=utcnow(),
+    )
+    session.execute(statement.on_conflict_do_nothing(index_elements=["sha256"]))
+    return session.execute(select(ModelVersion).where(ModelVersion.sha256 == sha256)).scalar_one()
+
+
+@dataclass(frozen=True)
+class ExemplarRow:
+    label: str
+    uri: str
+    embedding: bytes
+
+
+def create_exemplar_set(session: Session, model_version_id: int, name: str, rows: Sequence[ExemplarRow]) -> ExemplarSet:
+    """Store a new exemplar set with its exemplars; it needs at least one positive."""
+    positives = sum(row.label == LABEL_POSITIVE for row in rows)
+    negatives = sum(row.label == LABEL_NEGATIVE for row in rows)
+    if positives == 0:
+        raise ValueError("an exemplar set needs at least one positive exemplar")
+    if positives + negatives != len(rows):
+        raise ValueError(f"exemplar labels must be {LABEL_POSITIVE!r} or {LABEL_NEGATIVE!r}")
+
+    exemplar_set = ExemplarSet(model_version_id=model_version_id, name=name, positive_count=positives, negative_count=negatives)
+    session.add(exemplar_set)
+    session.flush()
+    session.add_all(Exemplar(exemplar_set_id=exemplar_set.id, label=row.label, uri=row.uri, embedding=row.embedding) for row in rows)
+    session.flush()
+    return exemplar_set
+
+
+def latest_exemplar_set(session: Session) -> ExemplarSet | None:
+    return session.execute(select(ExemplarSet).order_by(ExemplarSet.id.desc()).limit(1)).scalar_one_or_none()
+
+
+def load_exemplars(session: Session, exemplar_set_id: int) -> list[Exemplar]:
+    return list(session.execute(select(Exemplar).where(Exemplar.exemplar_set_id == exemplar_set_id).order_by(Exemplar.id)).scalars())
+
+
+def register_scans(session: Session, uris: Iterable[str]) -> dict[str, tuple[int, bool]]:
+    """Record scans by URI; returns uri -> (scan id, newly recorded). Known scans are left as they are."""
+    uris = list(dict.fromkeys(uris))
+    known: dict[str, int] = {}
+    for start in range(0, len(uris), _ROWS_PER_STATEMENT):
+        chunk = uris[start : start + _ROWS_PER_STATEMENT]
+        known.update(session.execute(select(Scan.uri, Scan.id).where(Scan.uri.in_(chunk))).tuples().all())
+
+    new = [uri for uri in uris if uri not in known]
+    now = utcnow()
+    for start in range(0, len(new), _ROWS_PER_STATEMENT):
+        chunk = new[start : start + _ROWS_PER_STATEMENT]
+        rows = [{"uri": uri, "status": SCAN_QUEUED, "queued_at": now, "updated_at": now} for uri in chunk]
+        session.execute(_insert(session, Scan).values(rows).on_conflict_do_nothing(index_elements=["uri"]))
+
+    created: dict[str, int] = {}
+    for start in range(0, len(new), _ROWS_PER_STATEMENT):
+        chunk = new[start : start + _ROWS_PER_STATEMENT]
+        created.update(session.execute(select(Scan.uri, Scan.id).where(Scan.uri.in_(chunk))).tuples().all())
+
+    return {uri: (known[uri], False) if uri in known else (created[uri], True) for uri in uris}
+
+
+def requeue_scans(session: Session, scan_ids: Sequence[int]) -> None:
+    """Mark scans queued again (for a new screening run), clearing any old failure."""
+    now = utcnow()
+    for start in range(0, len(scan_ids), _ROWS_PER_STATEMENT):
+        chunk = list(scan_ids[start : start + _ROWS_PER_STATEMENT])
+        session.execute(
+            update(Scan).where(Scan.id.in_(chunk)).values(status=SCAN_QUEUED, failure_reason=None, queued_at=now, updated_at=now)
+        )
+
+
+def queued_times(session: Session, scan_ids: Sequence[int]) -> dict[int, datetime]:
+    return dict(session.execute(select(Scan.id, Scan.queued_at).where(Scan.id.in_(list(scan_ids)))).tuples().all())
+
+
+def existing_scan_ids(session: Session, scan_ids: Sequence[int]) -> set[int]:
+    return set(session.execute(select(Scan.id).where(Scan.id.in_(list(scan_ids)))).scalars())
+
+
+@dataclass(frozen=True)
+class ScoredScan:
+    scan_id: int
+    positive_distance: float
+    positive_exemplar_id: int
+    negative_distance: float | None
+    negative_exemplar_id: int | None
+    flagged: bool
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class FailedScan:
+    scan_id: int
+    reason: str
+
+
+def write_batch(
+    session: Session,
+    model_version_id: int,
+    exemplar_set_id: int,
+    threshold: float,
+    scored: Sequence[ScoredScan],
+    failed: Sequence[FailedScan],
+) -> None:
+    """Upsert the batch's results and set each scan's status, in the caller's transaction.
+
+    The upsert keys on (scan, model version, exemplar set), so a redelivered job overwrites
+    its earlier row instead of adding a second one.
+    """
+    now = utcnow()
+    if scored:
+        rows = [
+            {
+                "scan_id": item.scan_id,
+                "model_version_id": model_version_id,
+                "exemplar_set_id": exemplar_set_id,
+                "positive_distance": item.positive_distance,
+                "positive_exemplar_id": item.positive_exemplar_id,
+                "negative_distance": item.negative_distance,
+                "negative_exemplar_id": item.negative_exemplar_id,
+                "threshold": threshold,
+                "flagged": item.flagged,
+                "scored_at": now,
+            }
+            for item in scored
+        ]
+        for start in range(0, len(rows), _ROWS_PER_STATEMENT):
+            statement = _insert(session, Result).values(rows[start : start + _ROWS_PER_STATEMENT])
+            excluded = statement.excluded
+            session.execute(
+                statement.on_conflict_do_update(
+                    index_elements=["scan_id", "model_version_id", "exemplar_set_id"],
+                    set_={
+                        "positive_distance": excluded.positive_distance,
+                        "positive_exemplar_id": excluded.positive_exemplar_id,
+                        "negative_distance": excluded.negative_distance,
+                        "negative_exemplar_id": excluded.negative_exemplar_id,
+                        "threshold": excluded.threshold,
+                        "flagged": excluded.flagged,
+                        "scored_at": excluded.scored_at,
+                    },
+                )
+            )
+
+        # One UPDATE for the batch: scan sizes arrive per row through CASE expressions.
+        ids = [item.scan_id for item in scored]
+        session.execute(
+            update(Scan)
+            .where(Scan.id.in_(ids))
+            .values(
+                status=SCAN_DONE,
+                failure_reason=None,
+                updated_at=now,
+                width=case({item.scan_id: item.width for item in scored}, value=Scan.id),
+                height=case({item.scan_id: item.height for item in scored}, value=Scan.id),
+            )
+        )
+
+    if failed:
+        session.execute(
+            update(Scan)
+            .where(Scan.id.in_([item.scan_id for item in failed]))
+            .values(status=SCAN_FAILED, updated_at=now, failure_reason=case({item.scan_id: item.reason for item in failed}, value=Scan.id))
+        )
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    scan_id: int
+    uri: str
+    status: str
+    flagged: bool | None
+    positive_distance: float | None
+    negative_distance: float | None
+    threshold: float | None
+    failure_reason: str | None
+    model_sha256: str | None
+    exemplar_set_id: int | None
+    scored_at: datetime | None
+
+
+def list_results(session: Session, limit: int | None = None, flagged_only: bool = False, include_failed: bool = True) -> list[ResultRow]:
+    """List each scan with its latest result, flagged first, then by nearest-positive distance."""
+    latest = (
+        select(Result.scan_id, func.max(Result.id).label("result_id")).group_by(Result.scan_id).subquery()
+    )
+    statement: Select = (
+        select(
+            Scan.id, Scan.uri, Scan.status, Result.flagged, Result.positive_distance, Result.negative_distance,
+            Result.threshold, Scan.failure_reason, ModelVersion.sha256, Result.exemplar_set_id, Result.scored_at,
+        )
+        .select_from(Scan)
+        .outerjoin(latest, latest.c.scan_id == Scan.id)
+        .outerjoin(Result, Result.id == latest.c.result_id)
+        .outerjoin(ModelVersion, ModelVersion.id == Result.model_version_id)
+        .order_by(
+            case((Result.flagged.is_(True), 0), (Scan.status == SCAN_FAILED, 2), else_=1),
+            Result.positive_distance.asc().nulls_last(),
+            Scan.id,
+        )
+    )
+    if flagged_only:
+        statement = statement.where(Result.flagged.is_(True))
+    if not include_failed:
+        statement = statement.where(Scan.status != SCAN_FAILED)
+    if limit is not None:
+        statement = statement.limit(limit)
+    return [ResultRow(*row) for row in session.execute(statement).tuples()]
+
+
+def count_results(session: Session, scan_id: int) -> int:
+    return int(session.execute(select(func.count()).select_from(Result).where(Result.scan_id == scan_id)).scalar_one())
+
+
+def scan_status_counts(session: Session) -> dict[str, int]:
+    return dict(session.execute(select(Scan.status, func.count()).group_by(Scan.status)).tuples().all())
