@@ -1,0 +1,30 @@
+"""The Celery app: JSON-only messages over Redis, late acknowledgement, batched screening.
+
+Start a worker with ``celery -A worker worker --pool solo`` (one process per GPU).
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from worker.settings import get_settings
+
+settings = get_settings()
+
+app = Celery("cargoscan", broker=settings.broker_url, include=["worker.tasks"])
+app.conf.update(
+    task_serializer="json",
+    accept_content=["json"],
+    result_serializer="json",
+    task_ignore_result=True,
+    task_acks_late=True,
+    # A job lost with its worker is redelivered, not dropped.
+    task_reject_on_worker_lost=True,
+    task_default_queue=settings.queue,
+    # celery-batches needs the prefetch window to hold at least one full batch; two let the
+    # next batch arrive while the current one runs, without one worker hoarding the queue.
+    worker_prefetch_multiplier=2 * settings.max_batch_size,
+    broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
+    broker_connection_retry_on_startup=True,
+    worker_hijack_root_logger=False,
+)

@@ -1,0 +1,46 @@
+"""The one typed settings object, read from ``CARGOSCAN_*`` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from db.engine import DEFAULT_DATABASE_URL
+from models.imaging import DEFAULT_MAX_IMAGE_PIXELS
+
+
+class Settings(BaseSettings):
+    """Runtime settings shared by the CLI and the workers; units are in the names."""
+
+    model_config = SettingsConfigDict(env_prefix="CARGOSCAN_", extra="ignore")
+
+    database_url: str = DEFAULT_DATABASE_URL
+    broker_url: str = "redis://localhost:6379/0"
+    queue: str = Field("cargoscan.scans", description="Celery queue that carries live scan jobs")
+
+    scan_root: Path | None = Field(None, description="Jobs may only read files under this folder; unset allows any path")
+    max_image_pixels: int = Field(DEFAULT_MAX_IMAGE_PIXELS, gt=0)
+
+    max_batch_size: int = Field(32, ge=1, le=4096)
+    max_batch_delay_ms: int = Field(200, ge=1)
+    decode_threads: int = Field(4, ge=1)
+    torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads per worker process; unset uses torch's default")
+    device: str | None = Field(None, description="cpu, cuda or cuda:N; unset picks CUDA when present")
+
+    exemplar_set_id: int | None = Field(None, description="Exemplar set to screen against; unset uses the newest")
+    threshold: float | None = Field(None, gt=0, description="Decision threshold; unset uses the checkpoint's")
+
+    metrics_port: int = Field(9808, ge=0, le=65535, description="Port of the worker's Prometheus endpoint; 0 disables it")
+    metrics_address: str = "127.0.0.1"
+
+    visibility_timeout_s: int = Field(900, ge=10, description="Seconds before Redis redelivers an unacknowledged job")
+    db_retry_attempts: int = Field(6, ge=1)
+    db_retry_initial_delay_s: float = Field(0.5, gt=0)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,98 @@
+"""The batched screening task: a thin shell around :func:`worker.pipeline.screen_batch`."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from celery import signals
+from celery_batches import Batches, SimpleRequest
+from celery_batches.trace import apply_batches_task
+
+from worker.celery import app, settings
+from worker.jobs import parse_requests
+from worker.metrics import BATCHES_FAILED, record_batch, serve_metrics
+from worker.pipeline import screen_batch
+from worker.retry import DatabaseUnavailable
+from worker.runtime import get_runtime, mark_jobs_failed
+
+logger = logging.getLogger(__name__)
+
+DONE = "done"
+REQUEUE = "requeue"
+SETUP_RETRY_DELAY_S = 5.0
+
+
+class AckAfterCommitBatches(Batches):
+    """Batches that acknowledge their messages only once the batch is committed.
+
+    celery-batches 0.11 acknowledges a late-ack batch whenever the task returns, even after
+    an exception. Here the task returns ``REQUEUE`` when nothing could be written, and its
+    messages go back to the queue instead.
+    """
+
+    abstract = True
+
+    def flush(self, requests):
+        serializable = ([SimpleRequest.from_request(request) for request in requests],)
+
+        def on_return(outcome) -> None:
+            for request in requests:
+                if outcome == REQUEUE:
+                    request.reject(requeue=True)
+                else:
+                    request.acknowledge()
+
+        return self._pool.apply_async(apply_batches_task, (self, serializable, 0, None), callback=on_return)
+
+
+@app.task(
+    base=AckAfterCommitBatches,
+    name="cargoscan.screen",
+    flush_every=settings.max_batch_size,
+    flush_interval=settings.max_batch_delay_ms / 1000.0,
+    acks_late=True,
+)
+def screen(requests) -> str:
+    """Screen a buffered batch of ``{"scan_id", "uri"}`` jobs; returns DONE or REQUEUE."""
+    jobs = parse_requests(requests)
+    if not jobs:
+        return DONE
+
+    try:
+        runtime = get_runtime()
+    except Exception:
+        # Without a model or database nothing can be screened; keep the jobs and slow down.
+        logger.exception("worker cannot screen; %d jobs sent back to the queue", len(jobs))
+        BATCHES_FAILED.inc()
+        time.sleep(SETUP_RETRY_DELAY_S)
+        return REQUEUE
+
+    try:
+        report = screen_batch(runtime.screener, runtime.database.sessions, jobs)
+    except DatabaseUnavailable as error:
+        BATCHES_FAILED.inc()
+        logger.error("batch of %d sent back to the queue: %s", len(jobs), error)
+        return REQUEUE
+    except Exception as error:
+        # An unexpected error must not drop the scans silently: record them as failed.
+        logger.exception("batch of %d failed unexpectedly", len(jobs))
+        try:
+            mark_jobs_failed(runtime, jobs, f"internal error while screening: {type(error).__name__}: {error}")
+        except Exception:
+            logger.exception("could not record the failed batch; sending it back to the queue")
+            BATCHES_FAILED.inc()
+            return REQUEUE
+        return DONE
+
+    record_batch(report)
+    logger.info(
+        "batch screened: %d jobs, %d scored, %d flagged, %d failed, %.3f s",
+        report.size, len(report.scored), report.flagged, len(report.failed), report.total_s,
+    )
+    return DONE
+
+
+@signals.worker_init.connect
+def _start_metrics_server(**_kwargs) -> None:
+    serve_metrics(settings.metrics_port, settings.metrics_address)
