@@ -1,0 +1,1 @@
+"""The ``cargoscan`` command line: training, enrollment, screening, enqueueing and results."""

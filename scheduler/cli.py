@@ -1,0 +1,125 @@
+"""The ``cargoscan`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from db.engine import redact_url
+
+logger = logging.getLogger("cargoscan")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not args.verbose:
+        # Alembic announces every plugin and migration step at INFO.
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+    if args.db:
+        os.environ["CARGOSCAN_DATABASE_URL"] = args.db
+    if getattr(args, "broker", None):
+        os.environ["CARGOSCAN_BROKER_URL"] = args.broker
+
+    from scheduler.commands import UserError
+
+    try:
+        return int(args.handler(args) or 0)
+    except UserError as error:
+        print(f"error: {redact_url(str(error))}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    from scheduler import commands
+
+    parser = argparse.ArgumentParser(prog="cargoscan", description="Screen X-ray cargo scans with a Siamese network.")
+    parser.add_argument("--db", help="database URL (default: CARGOSCAN_DATABASE_URL or sqlite:///cargoscan.db)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="train, enroll and screen synthetic scans end to end (no data needed)")
+    demo.add_argument("--out", type=Path, default=Path("demo-output"), help="folder for the scans, checkpoint and SQLite file")
+    demo.set_defaults(handler=commands.run_demo_command)
+
+    train = sub.add_parser("train", help="train the Siamese embedder on labelled scans")
+    train.add_argument("--positive", type=Path, required=True, help="folder of scans that contain an item of interest")
+    train.add_argument("--negative", type=Path, required=True, help="folder of clean scans")
+    train.add_argument("--out", type=Path, required=True, help="checkpoint file to write")
+    train.add_argument("--epochs", type=int, default=20)
+    train.add_argument("--pairs-per-epoch", type=int, default=1000, help="pairs drawn per epoch, half similar")
+    train.add_argument("--batch-size", type=int, default=32, help="pairs per optimizer step")
+    train.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate")
+    train.add_argument("--margin", type=float, default=0.5, help="contrastive loss margin")
+    train.add_argument("--threshold", type=float, default=0.5, help="distance at or below which a pair counts as similar")
+    train.add_argument("--no-augment", action="store_true", help="disable flips and rotations")
+    train.add_argument("--rotation", type=float, default=10.0, help="maximum rotation in degrees for augmentation")
+    train.add_argument("--image-size", type=int, default=224, help="network input size in pixels (square)")
+    train.add_argument("--resize-mode", choices=("stretch", "letterbox"), default="stretch",
+                       help="stretch to a square (paper) or letterbox, which removes size and aspect cues")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--weights", default="imagenet",
+                       help="starting weights: 'imagenet' (torchvision, downloads if not cached), 'none', or a local file")
+    train.add_argument("--device", help="cpu, cuda or cuda:N (default: CUDA when present)")
+    train.set_defaults(handler=commands.run_train)
+
+    enroll = sub.add_parser("enroll", help="embed labelled exemplars and store them as an exemplar set")
+    enroll.add_argument("--model", type=Path, required=True, help="checkpoint file")
+    enroll.add_argument("--positive", type=Path, required=True, help="folder of positive exemplar scans")
+    enroll.add_argument("--negative", type=Path, help="folder of negative exemplar scans")
+    enroll.add_argument("--name", help="name of the exemplar set")
+    enroll.add_argument("--device", help="cpu, cuda or cuda:N")
+    enroll.set_defaults(handler=commands.run_enroll)
+
+    screen = sub.add_parser("screen", help="screen a folder in this process (no Redis)")
+    screen.add_argument("folder", type=Path)
+    screen.add_argument("--batch-size", type=int, help="scans per forward pass (default: CARGOSCAN_MAX_BATCH_SIZE or 32)")
+    screen.add_argument("--threshold", type=float, help="decision threshold (default: the checkpoint's)")
+    screen.add_argument("--exemplar-set", type=int, help="exemplar set id (default: the newest)")
+    screen.add_argument("--device", help="cpu, cuda or cuda:N")
+    screen.add_argument("--new-only", action="store_true", help="skip scans already recorded in the database")
+    screen.set_defaults(handler=commands.run_screen)
+
+    enqueue = sub.add_parser("enqueue", help="record scans and send one job per scan to the workers")
+    enqueue.add_argument("folder", type=Path)
+    enqueue.add_argument("--broker", help="broker URL (default: CARGOSCAN_BROKER_URL or redis://localhost:6379/0)")
+    enqueue.add_argument("--queue", help="queue name (default: CARGOSCAN_QUEUE or cargoscan.scans)")
+    enqueue.add_argument("--include-known", action="store_true", help="also send scans already recorded")
+    enqueue.set_defaults(handler=commands.run_enqueue)
+
+    evaluate = sub.add_parser("evaluate", help="pair accuracy and confusion matrix on held-out labelled scans")
+    evaluate.add_argument("--model", type=Path, required=True, help="checkpoint file")
+    evaluate.add_argument("--positive", type=Path, required=True, help="folder of held-out positive scans")
+    evaluate.add_argument("--negative", type=Path, required=True, help="folder of held-out negative scans")
+    evaluate.add_argument("--pairs", type=int, default=1000, help="pairs to draw, half similar")
+    evaluate.add_argument("--threshold", type=float, help="decision threshold (default: the checkpoint's)")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--device", help="cpu, cuda or cuda:N")
+    evaluate.set_defaults(handler=commands.run_evaluate)
+
+    results = sub.add_parser("results", help="list scans and verdicts, flagged first")
+    results.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    results.add_argument("--flagged-only", action="store_true")
+    results.add_argument("--limit", type=int, help="at most this many rows")
+    results.set_defaults(handler=commands.run_results)
+
+    db = sub.add_parser("db", help="database maintenance")
+    db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    upgrade = db_sub.add_parser("upgrade", help="apply pending migrations")
+    upgrade.set_defaults(handler=commands.run_db_upgrade)
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())

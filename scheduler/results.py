@@ -1,0 +1,73 @@
+"""Format result listings as a table, CSV or JSON."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import asdict
+
+from db.repository import ResultRow
+
+COLUMNS = ("scan_id", "status", "flagged", "positive_distance", "negative_distance", "threshold", "model", "uri", "failure_reason")
+
+
+def _values(row: ResultRow) -> dict[str, object]:
+    return {
+        "scan_id": row.scan_id,
+        "status": row.status,
+        "flagged": row.flagged,
+        "positive_distance": row.positive_distance,
+        "negative_distance": row.negative_distance,
+        "threshold": row.threshold,
+        "model": row.model_sha256[:12] if row.model_sha256 else None,
+        "uri": row.uri,
+        "failure_reason": row.failure_reason,
+    }
+
+
+def format_json(rows: Sequence[ResultRow]) -> str:
+    records = []
+    for row in rows:
+        record = asdict(row)
+        record["scored_at"] = row.scored_at.isoformat() if row.scored_at else None
+        records.append(record)
+    return json.dumps(records, indent=2)
+
+
+def format_csv(rows: Sequence[ResultRow]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(_values(row))
+    return buffer.getvalue()
+
+
+def format_table(rows: Sequence[ResultRow]) -> str:
+    if not rows:
+        return "no scans recorded"
+
+    cells = [[_cell(value) for value in _values(row).values()] for row in rows]
+    widths = [max(len(header), *(len(line[index]) for line in cells)) for index, header in enumerate(COLUMNS)]
+    widths[-2] = min(widths[-2], 60)
+    lines = ["  ".join(header.ljust(width) for header, width in zip(COLUMNS, widths))]
+    for line in cells:
+        lines.append("  ".join(_fit(cell, width) for cell, width in zip(line, widths)).rstrip())
+    return "\n".join(lines)
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def _fit(text: str, width: int) -> str:
+    # Long paths keep their informative end.
+    return text.ljust(width) if len(text) <= width else "..." + text[-(width - 3) :]

@@ -1,0 +1,76 @@
+"""In-process screening of a folder: the embedded default, with no Redis."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from db import repository
+from db.database import Database
+from models.scanfiles import list_scan_files
+from worker.metrics import record_batch
+from worker.pipeline import ScanJob, screen_batch
+from worker.screener import build_screener
+from worker.settings import Settings
+
+
+@dataclass
+class ScreenSummary:
+    scanned: int = 0
+    scored: int = 0
+    flagged: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def images_per_second(self) -> float:
+        return self.scanned / self.seconds if self.seconds > 0 else 0.0
+
+    def lines(self) -> list[str]:
+        return [
+            f"scanned {self.scanned}, scored {self.scored}, flagged {self.flagged}, failed {self.failed}",
+            f"{self.images_per_second:.1f} images/s over {self.seconds:.1f} s",
+        ]
+
+
+def screen_folder(database: Database, settings: Settings, folder: Path, rescreen: bool = True) -> ScreenSummary:
+    """Record every scan under ``folder`` and screen them in batches of ``settings.max_batch_size``.
+
+    Scans already recorded are screened again unless ``rescreen`` is false; the upsert keeps
+    one result per scan, model version and exemplar set either way.
+    """
+    paths = [str(path.resolve()) for path in list_scan_files(folder)]
+    if not paths:
+        raise ValueError(f"no scan files (.jpg, .jpeg, .png, .tif, .tiff) under {folder}")
+
+    with database.sessions.begin() as session:
+        recorded = repository.register_scans(session, paths)
+        if rescreen:
+            repository.requeue_scans(session, [scan_id for scan_id, _ in recorded.values()])
+    jobs = [ScanJob(scan_id=recorded[path][0], uri=path) for path in paths if rescreen or recorded[path][1]]
+
+    screener = build_screener(database.sessions, settings)
+    uri_by_id = {job.scan_id: job.uri for job in jobs}
+    summary = ScreenSummary()
+    started = time.perf_counter()
+    try:
+        with tqdm(total=len(jobs), desc="screen", unit="scan", disable=None) as bar:
+            for start in range(0, len(jobs), settings.max_batch_size):
+                batch = jobs[start : start + settings.max_batch_size]
+                report = screen_batch(screener, database.sessions, batch)
+                record_batch(report)
+                summary.scanned += report.size
+                summary.scored += len(report.scored)
+                summary.flagged += report.flagged
+                summary.failed += len(report.failed)
+                summary.failures.extend((uri_by_id[scan_id], reason) for scan_id, reason in report.failed)
+                bar.update(len(batch))
+    finally:
+        screener.close()
+
+    summary.seconds = time.perf_counter() - started
+    return summary
