@@ -1,0 +1,101 @@
+"""Start a real Celery worker process against the test Redis and database."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def worker_environment(database_url: str, broker_url: str, queue: str, metrics_port: int, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        CARGOSCAN_DATABASE_URL=database_url,
+        CARGOSCAN_BROKER_URL=broker_url,
+        CARGOSCAN_QUEUE=queue,
+        CARGOSCAN_METRICS_PORT=str(metrics_port),
+        CARGOSCAN_MAX_BATCH_SIZE=extra.pop("max_batch_size", "8"),
+        CARGOSCAN_MAX_BATCH_DELAY_MS=extra.pop("max_batch_delay_ms", "200"),
+        CARGOSCAN_TORCH_THREADS="1",
+        PYTHONUNBUFFERED="1",
+    )
+    env.update({key: value for key, value in extra.items()})
+    return env
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        return response.read().decode()
+
+
+def metric_value(text: str, name: str, labels: str = "") -> float:
+    """Read one sample from Prometheus text output; 0.0 when absent."""
+    wanted = f"{name}{{{labels}}}" if labels else name
+    for line in text.splitlines():
+        if line.startswith(wanted + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+@contextmanager
+def celery_worker(database_url: str, broker_url: str, tmp_path: Path, **extra: str):
+    """Run ``celery -A worker worker --pool solo`` on a private queue; yields (queue, metrics port, log path)."""
+    queue = f"cargoscan.test.{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    log_path = tmp_path / f"worker-{queue}.log"
+    env = worker_environment(database_url, broker_url, queue, port, **extra)
+    command = [
+        sys.executable, "-m", "celery", "-A", "worker", "worker", "--pool", "solo", "--queues", queue,
+        "--hostname", f"{queue}@%h", "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat",
+    ]
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait_for_metrics(port, process, log_path)
+        yield queue, port, log_path
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _wait_for_metrics(port: int, process: subprocess.Popen, log_path: Path, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"celery worker exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
+        try:
+            scrape(port)
+            return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"celery worker did not serve metrics within {timeout_s} s:\n{log_path.read_text()[-3000:]}")
+
+
+def wait_until(condition, timeout_s: float, interval_s: float = 0.25, message: str = "condition"):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise TimeoutError(f"{message} not met within {timeout_s} s")
