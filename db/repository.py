@@ -8,9 +8,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, case, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from db.embeddings import upsert_embeddings
+from db.upsert import dialect_insert
 from db.schema import (
     LABEL_NEGATIVE,
     LABEL_POSITIVE,
@@ -29,20 +30,11 @@ from db.schema import (
 _ROWS_PER_STATEMENT = 2000
 
 
-def _insert(session: Session, table):
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        return postgresql.insert(table)
-    if dialect == "sqlite":
-        return sqlite.insert(table)
-    raise NotImplementedError(f"upserts support PostgreSQL and SQLite, not {dialect}")
-
-
 def get_or_create_model_version(
     session: Session, sha256: str, name: str, checkpoint_path: str, preprocessing: dict[str, Any], threshold: float, training: dict[str, Any]
 ) -> ModelVersion:
     """Return the model version with this sha256, registering it first if it is new."""
-    statement = _insert(session, ModelVersion).values(
+    statement = dialect_insert(session, ModelVersion).values(
         sha256=sha256, name=name, checkpoint_path=checkpoint_path, preprocessing=preprocessing,
         threshold=threshold, training=training, created_at=utcnow(),
     )
@@ -95,7 +87,7 @@ def register_scans(session: Session, uris: Iterable[str]) -> dict[str, tuple[int
     for start in range(0, len(new), _ROWS_PER_STATEMENT):
         chunk = new[start : start + _ROWS_PER_STATEMENT]
         rows = [{"uri": uri, "status": SCAN_QUEUED, "queued_at": now, "updated_at": now} for uri in chunk]
-        session.execute(_insert(session, Scan).values(rows).on_conflict_do_nothing(index_elements=["uri"]))
+        session.execute(dialect_insert(session, Scan).values(rows).on_conflict_do_nothing(index_elements=["uri"]))
 
     created: dict[str, int] = {}
     for start in range(0, len(new), _ROWS_PER_STATEMENT):
@@ -133,6 +125,7 @@ class ScoredScan:
     flagged: bool
     width: int
     height: int
+    embedding: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -148,13 +141,18 @@ def write_batch(
     threshold: float,
     scored: Sequence[ScoredScan],
     failed: Sequence[FailedScan],
+    embedding_dtype: str = "float32",
 ) -> None:
-    """Upsert the batch's results and set each scan's status, in the caller's transaction.
+    """Upsert the batch's results (and embeddings, where given) and set each scan's status.
 
-    The upsert keys on (scan, model version, exemplar set), so a redelivered job overwrites
-    its earlier row instead of adding a second one.
+    Runs in the caller's transaction. The upsert keys on (scan, model version, exemplar
+    set), so a redelivered job overwrites its earlier row instead of adding a second one.
     """
     now = utcnow()
+    embeddings = [(item.scan_id, item.embedding) for item in scored if item.embedding is not None]
+    if embeddings:
+        upsert_embeddings(session, model_version_id, embeddings, embedding_dtype)
+
     if scored:
         rows = [
             {
@@ -172,7 +170,7 @@ def write_batch(
             for item in scored
         ]
         for start in range(0, len(rows), _ROWS_PER_STATEMENT):
-            statement = _insert(session, Result).values(rows[start : start + _ROWS_PER_STATEMENT])
+            statement = dialect_insert(session, Result).values(rows[start : start + _ROWS_PER_STATEMENT])
             excluded = statement.excluded
             session.execute(
                 statement.on_conflict_do_update(

@@ -77,6 +77,35 @@ class Scan(Base):
     height: Mapped[int | None] = mapped_column(Integer, nullable=True)
     queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Set when a rescore sent this scan for that exemplar set, so a rerun does not send it twice.
+    rescore_exemplar_set_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    rescore_enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class ActiveConfiguration(Base):
+    """The model version and exemplar set that workers screen with; at most one row (id 1)."""
+
+    __tablename__ = "active_configuration"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    exemplar_set_id: Mapped[int] = mapped_column(ForeignKey("exemplar_sets.id"))
+    activated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ScanEmbedding(Base):
+    """A scan's embedding by one model version, so exemplar changes need no network pass.
+
+    ``dtype`` is ``float32`` (2048 bytes per 512-d embedding) or ``float16`` (1024 bytes).
+    """
+
+    __tablename__ = "scan_embeddings"
+
+    scan_id: Mapped[int] = mapped_column(ForeignKey("scans.id", ondelete="CASCADE"), primary_key=True)
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"), primary_key=True)
+    dtype: Mapped[str] = mapped_column(String(8))
+    embedding: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class Result(Base):
@@ -86,6 +115,7 @@ class Result(Base):
     __table_args__ = (
         UniqueConstraint("scan_id", "model_version_id", "exemplar_set_id", name="uq_results_scan_model_set"),
         Index("ix_results_flagged", "flagged"),
+        Index("ix_results_model_set", "model_version_id", "exemplar_set_id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
