@@ -11,6 +11,7 @@ import hashlib
 import os
 import pickle
 import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,8 @@ def load_checkpoint(path: str | os.PathLike[str], device: torch.device | str = "
         raise CheckpointError(f"checkpoint not found: {path}")
 
     version = file_sha256(path)
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"checkpoint {path} is not a readable torch file (expected the zip format that torch.save writes)")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
@@ -94,7 +97,9 @@ def load_checkpoint(path: str | os.PathLike[str], device: torch.device | str = "
             f"refusing to load {path}: it contains objects other than tensors and plain values "
             f"(weights_only=True rejected it: {str(error).splitlines()[0]})"
         ) from error
-    except (RuntimeError, EOFError, OSError) as error:
+    except Exception as error:
+        # Besides RuntimeError, EOFError and OSError, torch's weights-only unpickler raises
+        # whatever its parser hits on bytes that are not a pickle (IndexError for a text file).
         raise CheckpointError(f"checkpoint {path} is not a readable torch file: {error}") from error
 
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
