@@ -1,14 +1,33 @@
-"""Prometheus metrics of the screening pipeline, all recorded by :func:`record_batch`."""
+"""Prometheus metrics of the screening pipeline, all recorded by the functions of this module.
+
+With ``CARGOSCAN_METRICS_MULTIPROC_DIR`` (or ``PROMETHEUS_MULTIPROC_DIR``) set, values are
+kept in prometheus_client's per-process files so a prefork worker's parent can serve the
+sum over its children; :mod:`worker.metrics_endpoint` serves them. Gauges name their
+multiprocess mode, which prometheus_client ignores in single-process mode.
+"""
 
 from __future__ import annotations
 
 import logging
+from importlib.metadata import PackageNotFoundError, version
 
-from prometheus_client import Counter, Histogram, start_http_server
+from worker.metrics_env import configure_multiprocess_dir
+
+# Runs before the import below because prometheus_client fixes its storage when imported.
+MULTIPROCESS_DIR = configure_multiprocess_dir()
+
+from prometheus_client import Counter, Gauge, Histogram  # noqa: E402
+
+from worker.failure_reasons import FAILURE_REASONS, failure_reason_label  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
+OUTCOMES = ("scored", "failed")
+
 SCANS = Counter("cargoscan_scans_total", "Scans processed, by outcome (scored or failed)", ["outcome"])
+SCANS_FAILED = Counter(
+    "cargoscan_scans_failed_total", "Scans that could not be screened, by reason (a fixed set of labels)", ["reason"]
+)
 FLAGGED = Counter("cargoscan_scans_flagged_total", "Scored scans whose nearest positive exemplar is within the threshold")
 BATCH_SIZE = Histogram(
     "cargoscan_batch_size", "Jobs per screened batch", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -25,11 +44,55 @@ SCAN_LATENCY = Histogram(
 )
 BATCHES_FAILED = Counter("cargoscan_batches_failed_total", "Batches that could not be written and were sent back to the queue")
 
+# One series per model and exemplar set in use: 1 while in use, 0 once this process switched
+# away. "livemax" drops the series of exited pool children and takes the maximum over the rest.
+WORKER_INFO = Gauge(
+    "cargoscan_worker_info",
+    "CargoScan version, model version (sha256 prefix) and exemplar set in use; the value is 1 while in use",
+    ["version", "model_version", "exemplar_set"],
+    multiprocess_mode="livemax",
+)
+GPU_MEMORY_ALLOCATED = Gauge(
+    "cargoscan_gpu_memory_allocated_bytes",
+    "CUDA memory held by tensors after the latest batch, summed over the worker's processes",
+    ["device"],
+    multiprocess_mode="livesum",
+)
+GPU_MEMORY_RESERVED = Gauge(
+    "cargoscan_gpu_memory_reserved_bytes",
+    "CUDA memory reserved by torch's caching allocator after the latest batch, summed over the worker's processes",
+    ["device"],
+    multiprocess_mode="livesum",
+)
 
-def record_batch(report) -> None:
-    """Record one :class:`worker.pipeline.BatchReport`."""
+MODEL_VERSION_LENGTH = 12
+
+try:
+    CARGOSCAN_VERSION = version("cargoscan")
+except PackageNotFoundError:
+    CARGOSCAN_VERSION = "unknown"
+
+_info_labels: tuple[str, str, str] | None = None
+
+
+def initialize_metrics() -> None:
+    """Create the labelled series at zero so rates and alerts see them before the first event.
+
+    In a prefork child this is also the first write after the fork, which makes
+    prometheus_client open this process's files.
+    """
+    for outcome in OUTCOMES:
+        SCANS.labels(outcome=outcome).inc(0)
+    for reason in FAILURE_REASONS:
+        SCANS_FAILED.labels(reason=reason).inc(0)
+
+
+def record_batch(report, screener=None) -> None:
+    """Record one :class:`worker.pipeline.BatchReport`, and the screener that produced it when given."""
     SCANS.labels(outcome="scored").inc(len(report.scored))
     SCANS.labels(outcome="failed").inc(len(report.failed))
+    for _, reason in report.failed:
+        SCANS_FAILED.labels(reason=failure_reason_label(reason)).inc()
     FLAGGED.inc(report.flagged)
     BATCH_SIZE.observe(report.size)
     if report.scored:
@@ -37,10 +100,29 @@ def record_batch(report) -> None:
     for latency in report.latencies_s:
         SCAN_LATENCY.observe(latency)
 
+    if screener is not None:
+        record_screener(screener)
 
-def serve_metrics(port: int, address: str = "127.0.0.1") -> None:
-    """Serve /metrics on ``address:port`` from a daemon thread; port 0 disables it."""
-    if port == 0:
-        return
-    start_http_server(port, addr=address)
-    logger.info("serving Prometheus metrics on %s:%d", address, port)
+
+def record_screener(screener) -> None:
+    """Record which model and exemplar set a :class:`worker.screener.Screener` uses, and its GPU memory."""
+    global _info_labels
+
+    labels = (CARGOSCAN_VERSION, screener.model_sha256[:MODEL_VERSION_LENGTH], str(screener.exemplar_set_id))
+    if labels != _info_labels:
+        if _info_labels is not None:
+            WORKER_INFO.labels(*_info_labels).set(0)
+        WORKER_INFO.labels(*labels).set(1)
+        _info_labels = labels
+
+    if screener.device.type == "cuda":
+        record_gpu_memory(screener.device)
+
+
+def record_gpu_memory(device) -> None:
+    """Record the CUDA memory torch holds on ``device`` in this process."""
+    import torch
+
+    name = str(device) if device.index is not None else f"cuda:{torch.cuda.current_device()}"
+    GPU_MEMORY_ALLOCATED.labels(device=name).set(torch.cuda.memory_allocated(device))
+    GPU_MEMORY_RESERVED.labels(device=name).set(torch.cuda.memory_reserved(device))

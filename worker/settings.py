@@ -35,6 +35,11 @@ class Settings(BaseSettings):
 
     metrics_port: int = Field(9808, ge=0, le=65535, description="Port of the worker's Prometheus endpoint; 0 disables it")
     metrics_address: str = "127.0.0.1"
+    metrics_multiproc_dir: Path | None = Field(
+        None,
+        description="Folder for prometheus_client's per-process files, needed with the prefork pool; one folder per "
+        "worker, emptied at worker start",
+    )
 
     visibility_timeout_s: int = Field(900, ge=10, description="Seconds before Redis redelivers an unacknowledged job")
     db_retry_attempts: int = Field(6, ge=1)

@@ -11,7 +11,7 @@ from celery_batches.trace import apply_batches_task
 
 from worker.celery import app, settings
 from worker.jobs import parse_requests
-from worker.metrics import BATCHES_FAILED, record_batch, serve_metrics
+from worker.metrics import BATCHES_FAILED, initialize_metrics, record_batch
 from worker.pipeline import screen_batch
 from worker.retry import DatabaseUnavailable
 from worker.runtime import get_runtime, mark_jobs_failed
@@ -85,7 +85,7 @@ def screen(requests) -> str:
             return REQUEUE
         return DONE
 
-    record_batch(report)
+    record_batch(report, runtime.screener)
     logger.info(
         "batch screened: %d jobs, %d scored, %d flagged, %d failed, %.3f s",
         report.size, len(report.scored), report.flagged, len(report.failed), report.total_s,
@@ -94,5 +94,13 @@ def screen(requests) -> str:
 
 
 @signals.worker_init.connect
-def _start_metrics_server(**_kwargs) -> None:
-    serve_metrics(settings.metrics_port, settings.metrics_address)
+def _start_metrics_server(sender=None, **_kwargs) -> None:
+    from worker.metrics_endpoint import start_worker_metrics
+
+    start_worker_metrics(settings, sender.pool_cls)
+
+
+@signals.worker_process_init.connect
+def _initialize_process_metrics(**_kwargs) -> None:
+    # Runs in each prefork child after the fork, and once in a solo worker.
+    initialize_metrics()

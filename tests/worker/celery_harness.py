@@ -53,16 +53,28 @@ def metric_value(text: str, name: str, labels: str = "") -> float:
 
 
 @contextmanager
-def celery_worker(database_url: str, broker_url: str, tmp_path: Path, **extra: str):
-    """Run ``celery -A worker worker --pool solo`` on a private queue; yields (queue, metrics port, log path)."""
+def celery_worker(
+    database_url: str,
+    broker_url: str,
+    tmp_path: Path,
+    pool: str = "solo",
+    concurrency: int | None = None,
+    max_tasks_per_child: int | None = None,
+    **extra: str,
+):
+    """Run ``celery -A worker worker --pool POOL`` on a private queue; yields (queue, metrics port, log path)."""
     queue = f"cargoscan.test.{uuid.uuid4().hex[:8]}"
     port = free_port()
     log_path = tmp_path / f"worker-{queue}.log"
     env = worker_environment(database_url, broker_url, queue, port, **extra)
     command = [
-        sys.executable, "-m", "celery", "-A", "worker", "worker", "--pool", "solo", "--queues", queue,
+        sys.executable, "-m", "celery", "-A", "worker", "worker", "--pool", pool, "--queues", queue,
         "--hostname", f"{queue}@%h", "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat",
     ]
+    if concurrency is not None:
+        command += ["--concurrency", str(concurrency)]
+    if max_tasks_per_child is not None:
+        command += ["--max-tasks-per-child", str(max_tasks_per_child)]
     with open(log_path, "w") as log:
         process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
