@@ -98,6 +98,12 @@ def _build_parser() -> argparse.ArgumentParser:
     enqueue.add_argument("--include-known", action="store_true", help="also send scans already recorded")
     enqueue.set_defaults(handler=commands.run_enqueue)
 
+    from scheduler import beat
+
+    nightly = sub.add_parser("nightly", help="show the nightly drop-folder run that Celery beat starts, or start it now")
+    nightly.add_argument("--now", action="store_true", help="enqueue the new scans in CARGOSCAN_NIGHTLY_DROP_FOLDER at once")
+    nightly.set_defaults(handler=beat.run_nightly_command)
+
     evaluate = sub.add_parser("evaluate", help="pair accuracy and confusion matrix on held-out labelled scans")
     evaluate.add_argument("--model", type=Path, required=True, help="checkpoint file")
     evaluate.add_argument("--positive", type=Path, required=True, help="folder of held-out positive scans")

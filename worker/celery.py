@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from celery import Celery
 
+from scheduler.beat import nightly_beat_schedule
 from worker.settings import get_settings
 
 settings = get_settings()
 
-app = Celery("cargoscan", broker=settings.broker_url, include=["worker.tasks"])
+app = Celery("cargoscan", broker=settings.broker_url, include=["worker.tasks", "scheduler.beat"])
 app.conf.update(
     task_serializer="json",
     accept_content=["json"],
@@ -27,4 +28,7 @@ app.conf.update(
     broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=False,
+    # `celery -A worker beat` sends the nightly drop-folder run at nightly_time in this time zone.
+    timezone=settings.timezone,
+    beat_schedule=nightly_beat_schedule(settings),
 )

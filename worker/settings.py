@@ -41,6 +41,10 @@ class Settings(BaseSettings):
         "worker, emptied at worker start",
     )
 
+    nightly_drop_folder: Path | None = Field(None, description="Folder that Celery beat enqueues every night; unset disables the run")
+    nightly_time: str = Field("02:00", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$", description="Time of the nightly run, HH:MM")
+    timezone: str = Field("UTC", description="IANA time zone of Celery beat schedules such as nightly_time")
+
     visibility_timeout_s: int = Field(900, ge=10, description="Seconds before Redis redelivers an unacknowledged job")
     db_retry_attempts: int = Field(6, ge=1)
     db_retry_initial_delay_s: float = Field(0.5, gt=0)
