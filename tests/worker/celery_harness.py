@@ -38,6 +38,14 @@ def worker_environment(database_url: str, broker_url: str, queue: str, metrics_p
     return env
 
 
+def private_queue() -> str:
+    return f"cargoscan.test.{uuid.uuid4().hex[:8]}"
+
+
+def rescore_queue(queue: str) -> str:
+    return f"{queue}.rescore"
+
+
 def scrape(port: int) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         return response.read().decode()
@@ -60,15 +68,21 @@ def celery_worker(
     pool: str = "solo",
     concurrency: int | None = None,
     max_tasks_per_child: int | None = None,
+    queue: str | None = None,
     **extra: str,
 ):
-    """Run ``celery -A worker worker --pool POOL`` on a private queue; yields (queue, metrics port, log path)."""
-    queue = f"cargoscan.test.{uuid.uuid4().hex[:8]}"
+    """Run ``celery -A worker worker --pool POOL`` on a private queue; yields (queue, metrics port, log path).
+
+    The worker also consumes ``rescore_queue(queue)``, after the live queue, as production
+    workers do. Pass ``queue`` (from :func:`private_queue`) to send jobs before it starts.
+    """
+    queue = queue or private_queue()
     port = free_port()
     log_path = tmp_path / f"worker-{queue}.log"
     env = worker_environment(database_url, broker_url, queue, port, **extra)
+    env["CARGOSCAN_RESCORE_QUEUE"] = rescore_queue(queue)
     command = [
-        sys.executable, "-m", "celery", "-A", "worker", "worker", "--pool", pool, "--queues", queue,
+        sys.executable, "-m", "celery", "-A", "worker", "worker", "--pool", pool, "--queues", f"{queue},{rescore_queue(queue)}",
         "--hostname", f"{queue}@%h", "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat",
     ]
     if concurrency is not None:
