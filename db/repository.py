@@ -107,6 +107,41 @@ def requeue_scans(session: Session, scan_ids: Sequence[int]) -> None:
         )
 
 
+def begin_attempts(session: Session, scan_ids: Sequence[int]) -> dict[int, int]:
+    """Count one more delivery of each scan; returns scan id -> deliveries not yet finished, this one included."""
+    ids = list(dict.fromkeys(scan_ids))
+    session.execute(update(Scan).where(Scan.id.in_(ids)).values(attempts=Scan.attempts + 1))
+    return dict(session.execute(select(Scan.id, Scan.attempts).where(Scan.id.in_(ids))).tuples().all())
+
+
+def scans_with_result(session: Session, scan_ids: Sequence[int], model_version_id: int, exemplar_set_id: int) -> set[int]:
+    """Return the scans among ``scan_ids`` that already have a result from this pair."""
+    return set(
+        session.execute(
+            select(Result.scan_id).where(
+                Result.scan_id.in_(list(scan_ids)),
+                Result.model_version_id == model_version_id,
+                Result.exemplar_set_id == exemplar_set_id,
+            )
+        ).scalars()
+    )
+
+
+def scan_statuses(session: Session, scan_ids: Sequence[int]) -> dict[int, str]:
+    return dict(session.execute(select(Scan.id, Scan.status).where(Scan.id.in_(list(scan_ids)))).tuples().all())
+
+
+def stale_queued_scans(session: Session, older_than: datetime, limit: int = 10_000) -> list[tuple[int, str]]:
+    """List (id, uri) of scans still queued since before ``older_than``, oldest first."""
+    statement = select(Scan.id, Scan.uri).where(Scan.status == SCAN_QUEUED, Scan.queued_at < older_than)
+    return list(session.execute(statement.order_by(Scan.queued_at).limit(limit)).tuples())
+
+
+def touch_queued(session: Session, scan_ids: Sequence[int]) -> None:
+    """Reset the queued time of scans whose jobs were just sent again."""
+    session.execute(update(Scan).where(Scan.id.in_(list(scan_ids))).values(queued_at=utcnow()))
+
+
 def queued_times(session: Session, scan_ids: Sequence[int]) -> dict[int, datetime]:
     return dict(session.execute(select(Scan.id, Scan.queued_at).where(Scan.id.in_(list(scan_ids)))).tuples().all())
 
@@ -123,8 +158,8 @@ class ScoredScan:
     negative_distance: float | None
     negative_exemplar_id: int | None
     flagged: bool
-    width: int
-    height: int
+    width: int | None
+    height: int | None
     embedding: bytes | None = None
 
 
@@ -195,9 +230,10 @@ def write_batch(
             .values(
                 status=SCAN_DONE,
                 failure_reason=None,
+                attempts=0,
                 updated_at=now,
-                width=case({item.scan_id: item.width for item in scored}, value=Scan.id),
-                height=case({item.scan_id: item.height for item in scored}, value=Scan.id),
+                width=_size_update(scored, "width", Scan.width),
+                height=_size_update(scored, "height", Scan.height),
             )
         )
 
@@ -205,8 +241,19 @@ def write_batch(
         session.execute(
             update(Scan)
             .where(Scan.id.in_([item.scan_id for item in failed]))
-            .values(status=SCAN_FAILED, updated_at=now, failure_reason=case({item.scan_id: item.reason for item in failed}, value=Scan.id))
+            .values(
+                status=SCAN_FAILED,
+                attempts=0,
+                updated_at=now,
+                failure_reason=case({item.scan_id: item.reason for item in failed}, value=Scan.id),
+            )
         )
+
+
+def _size_update(scored: Sequence[ScoredScan], field: str, column):
+    # Rescoring from stored embeddings knows no image size; those rows keep the stored one.
+    sizes = {item.scan_id: getattr(item, field) for item in scored if getattr(item, field) is not None}
+    return case(sizes, value=Scan.id, else_=column) if sizes else column
 
 
 @dataclass(frozen=True)
@@ -259,3 +306,14 @@ def count_results(session: Session, scan_id: int) -> int:
 
 def scan_status_counts(session: Session) -> dict[str, int]:
     return dict(session.execute(select(Scan.status, func.count()).group_by(Scan.status)).tuples().all())
+
+
+def set_model_threshold(session: Session, sha256: str, threshold: float) -> ModelVersion | None:
+    """Store a calibrated decision threshold on the model version with this sha256; returns it, or None when unknown."""
+    if not threshold > 0:
+        raise ValueError(f"threshold must be positive, got {threshold}")
+    version = session.execute(select(ModelVersion).where(ModelVersion.sha256 == sha256)).scalar_one_or_none()
+    if version is not None:
+        version.threshold = float(threshold)
+        session.flush()
+    return version

@@ -77,6 +77,9 @@ class Scan(Base):
     height: Mapped[int | None] = mapped_column(Integer, nullable=True)
     queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Deliveries that started without finishing; reset when an outcome is written. A scan
+    # that keeps killing its worker is failed once this passes the configured maximum.
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # Set when a rescore sent this scan for that exemplar set, so a rerun does not send it twice.
     rescore_exemplar_set_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     rescore_enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -54,8 +54,17 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=commands.run_demo_command)
 
     train = sub.add_parser("train", help="train the Siamese embedder on labelled scans")
-    train.add_argument("--positive", type=Path, required=True, help="folder of scans that contain an item of interest")
-    train.add_argument("--negative", type=Path, required=True, help="folder of clean scans")
+    train.add_argument("--positive", type=Path, help="folder of scans that contain an item of interest")
+    train.add_argument("--negative", type=Path, help="folder of clean scans")
+    train.add_argument("--manifest", type=Path, help="split manifest (from 'cargoscan split'), instead of the folders")
+    train.add_argument("--split", default="train", help="manifest split to train on")
+    train.add_argument("--validation-split", default="validation",
+                       help="manifest split scored after every epoch ('none' to skip); the best epoch is kept")
+    train.add_argument("--validation-pairs", type=int, default=500, help="validation pairs, drawn once with a fixed seed")
+    train.add_argument("--select-by", choices=("loss", "accuracy"), default="loss",
+                       help="validation metric that picks the kept epoch")
+    train.add_argument("--patience", type=int, help="stop after this many epochs without validation improvement")
+    train.add_argument("--curves", type=Path, help="PNG of per-epoch loss and accuracy (default: next to --out)")
     train.add_argument("--out", type=Path, required=True, help="checkpoint file to write")
     train.add_argument("--epochs", type=int, default=20)
     train.add_argument("--pairs-per-epoch", type=int, default=1000, help="pairs drawn per epoch, half similar")
@@ -76,7 +85,9 @@ def _build_parser() -> argparse.ArgumentParser:
 
     enroll = sub.add_parser("enroll", help="embed labelled exemplars and store them as an exemplar set")
     enroll.add_argument("--model", type=Path, required=True, help="checkpoint file")
-    enroll.add_argument("--positive", type=Path, required=True, help="folder of positive exemplar scans")
+    enroll.add_argument("--positive", type=Path, help="folder of positive exemplar scans")
+    enroll.add_argument("--manifest", type=Path, help="split manifest, instead of the folders")
+    enroll.add_argument("--split", default="train", help="manifest split whose images become exemplars")
     enroll.add_argument("--negative", type=Path, help="folder of negative exemplar scans")
     enroll.add_argument("--name", help="name of the exemplar set")
     enroll.add_argument("--device", help="cpu, cuda or cuda:N")
@@ -85,7 +96,8 @@ def _build_parser() -> argparse.ArgumentParser:
     screen = sub.add_parser("screen", help="screen a folder in this process (no Redis)")
     screen.add_argument("folder", type=Path)
     screen.add_argument("--batch-size", type=int, help="scans per forward pass (default: CARGOSCAN_MAX_BATCH_SIZE or 32)")
-    screen.add_argument("--threshold", type=float, help="decision threshold (default: the checkpoint's)")
+    screen.add_argument("--threshold", type=float,
+                        help="decision threshold (default: the model version's, set by enroll and by calibrate)")
     screen.add_argument("--exemplar-set", type=int, help="exemplar set id (default: the newest)")
     screen.add_argument("--device", help="cpu, cuda or cuda:N")
     screen.add_argument("--new-only", action="store_true", help="skip scans already recorded in the database")
@@ -104,21 +116,66 @@ def _build_parser() -> argparse.ArgumentParser:
     nightly.add_argument("--now", action="store_true", help="enqueue the new scans in CARGOSCAN_NIGHTLY_DROP_FOLDER at once")
     nightly.set_defaults(handler=beat.run_nightly_command)
 
-    evaluate = sub.add_parser("evaluate", help="pair accuracy and confusion matrix on held-out labelled scans")
+    resend = sub.add_parser("resend-stale", help="send again the jobs of scans still queued after a timeout (lost messages)")
+    resend.add_argument("--older-than-s", type=float, help="seconds a scan may stay queued (default: CARGOSCAN_STALE_QUEUED_AFTER_S)")
+    resend.add_argument("--queue", help="queue name (default: CARGOSCAN_QUEUE)")
+    resend.set_defaults(handler=commands.run_resend_stale)
+
+    evaluate = sub.add_parser("evaluate", help="pair and screening metrics on held-out scans, next to a size-only baseline")
     evaluate.add_argument("--model", type=Path, required=True, help="checkpoint file")
-    evaluate.add_argument("--positive", type=Path, required=True, help="folder of held-out positive scans")
-    evaluate.add_argument("--negative", type=Path, required=True, help="folder of held-out negative scans")
+    evaluate.add_argument("--positive", type=Path, help="folder of held-out positive scans")
+    evaluate.add_argument("--negative", type=Path, help="folder of held-out negative scans")
+    evaluate.add_argument("--manifest", type=Path, help="split manifest, instead of the folders")
+    evaluate.add_argument("--split", default="test", help="manifest split to evaluate")
+    evaluate.add_argument("--exemplar-split", default="train",
+                          help="manifest split used as exemplars and to fit the size baseline ('none' to skip)")
+    evaluate.add_argument("--validation-split", default="validation",
+                          help="manifest split whose negatives calibrate a threshold for the report ('none' to skip)")
+    evaluate.add_argument("--exemplar-positive", type=Path, help="folder of positive exemplars (with the folder options)")
+    evaluate.add_argument("--exemplar-negative", type=Path, help="folder of negative exemplars (with the folder options)")
+    evaluate.add_argument("--far", type=float, default=0.05, help="false-alarm rate to calibrate for, a fraction")
+    evaluate.add_argument("--out", type=Path, help="folder for report.md, metrics.json and the PNG figures")
     evaluate.add_argument("--pairs", type=int, default=1000, help="pairs to draw, half similar")
     evaluate.add_argument("--threshold", type=float, help="decision threshold (default: the checkpoint's)")
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--device", help="cpu, cuda or cuda:N")
     evaluate.set_defaults(handler=commands.run_evaluate)
 
+    from scheduler import evaluation_cli
+
+    evaluation_cli.add_parsers(sub)
+
     results = sub.add_parser("results", help="list scans and verdicts, flagged first")
     results.add_argument("--format", choices=("table", "csv", "json"), default="table")
     results.add_argument("--flagged-only", action="store_true")
     results.add_argument("--limit", type=int, help="at most this many rows")
     results.set_defaults(handler=commands.run_results)
+
+    from scheduler import registry_commands
+
+    models = sub.add_parser("models", help="list, register and activate model versions")
+    models_sub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    models_sub.add_parser("list", help="model versions with their exemplar sets").set_defaults(handler=registry_commands.run_models_list)
+    register = models_sub.add_parser("register", help="record a checkpoint as a model version")
+    register.add_argument("checkpoint", type=Path)
+    register.add_argument("--name", help="display name (default: the file name)")
+    register.set_defaults(handler=registry_commands.run_models_register)
+    activate = models_sub.add_parser("activate", help="make a model version and exemplar set the one workers use")
+    activate.add_argument("model", help="model version id or sha256 prefix (6+ hex digits)")
+    activate.add_argument("--exemplar-set", type=int, help="exemplar set id (default: the model's newest)")
+    activate.set_defaults(handler=registry_commands.run_models_activate)
+
+    rescore = sub.add_parser("rescore", help="give every screened scan a result from the active model and exemplar set")
+    rescore.add_argument("--status", action="store_true", help="show progress instead of sending work")
+    rescore.add_argument("--resend", action="store_true", help="also send scans an earlier rescore sent and that are still unscored")
+    rescore.add_argument("--broker", help="broker URL (default: CARGOSCAN_BROKER_URL)")
+    rescore.set_defaults(handler=registry_commands.run_rescore)
+
+    diff = sub.add_parser("diff", help="scans newly flagged or cleared between two versions")
+    diff.add_argument("old", help="model version id or sha256 prefix (its newest exemplar set), or set:ID")
+    diff.add_argument("new", help="as OLD")
+    diff.add_argument("--format", choices=("table", "csv"), default="table")
+    diff.set_defaults(handler=registry_commands.run_diff)
 
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")

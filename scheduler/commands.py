@@ -54,22 +54,33 @@ def run_demo_command(args) -> int:
 def run_train(args) -> int:
     from models.device import select_device
     from models.preprocess import PreprocessConfig
-    from models.training import TrainConfig, train_siamese
+    from models.training import TrainConfig, ValidationData, train_siamese
+    from scheduler.labelled import SetError, optional_split, resolve
 
-    positives = _folder_files(args.positive, "positive")
-    negatives = _folder_files(args.negative, "negative")
+    try:
+        training = resolve(args.manifest, args.split, args.positive, args.negative, "training")
+        held_out = optional_split(args.manifest, args.validation_split)
+    except SetError as error:
+        raise UserError(str(error)) from error
+    validation = None
+    if held_out is not None:
+        validation = ValidationData(held_out.positives, held_out.negatives, held_out.families)
+
     try:
         config = TrainConfig(
             epochs=args.epochs, pairs_per_epoch=args.pairs_per_epoch, batch_size=args.batch_size,
             learning_rate=args.lr, margin=args.margin, threshold=args.threshold, augment=not args.no_augment,
             max_rotation_degrees=args.rotation, seed=args.seed, weights=args.weights,
+            validation_pairs=args.validation_pairs, select_by=args.select_by, patience=args.patience,
         )
         preprocess = PreprocessConfig(image_size=args.image_size, resize_mode=args.resize_mode)
-        result = train_siamese(positives, negatives, args.out, config, preprocess, select_device(args.device))
+        curves = args.curves or args.out.with_name(f"{args.out.stem}-curves.png")
+        result = train_siamese(training.positives, training.negatives, args.out, config, preprocess,
+                               select_device(args.device), validation=validation, curves=curves)
     except (ValueError, RuntimeError, FileNotFoundError) as error:
         raise UserError(str(error)) from error
 
-    print(f"wrote {result.checkpoint}; model version (sha256) {result.version}")
+    print(f"wrote {result.checkpoint} (epoch {result.best_epoch}); model version (sha256) {result.version}")
     print(f"starting weights: {result.weights_origin}")
     if result.skipped_files:
         print(f"skipped {len(result.skipped_files)} unreadable images", file=sys.stderr)
@@ -80,9 +91,14 @@ def run_enroll(args) -> int:
     from scheduler.enroll import enroll
     from worker.settings import Settings
 
+    from scheduler.labelled import SetError, resolve
+
     settings = Settings()
-    positives = _folder_files(args.positive, "positive")
-    negatives = _folder_files(args.negative, "negative")
+    try:
+        exemplars = resolve(args.manifest, args.split, args.positive, args.negative, "exemplar")
+    except SetError as error:
+        raise UserError(str(error)) from error
+    positives, negatives = exemplars.positives, exemplars.negatives
     database = _open(settings.database_url)
     try:
         result = enroll(database.sessions, args.model, positives, negatives, name=args.name, device=args.device,
@@ -143,6 +159,24 @@ def run_enqueue(args) -> int:
     return 0
 
 
+def run_resend_stale(args) -> int:
+    from kombu.exceptions import OperationalError as BrokerError
+
+    from scheduler.enqueue import resend_stale
+
+    settings = _settings(queue=args.queue)
+    older_than = args.older_than_s if args.older_than_s is not None else settings.stale_queued_after_s
+    database = _open(settings.database_url)
+    try:
+        count = resend_stale(database, settings.queue, older_than)
+    except BrokerError as error:
+        raise UserError(f"cannot reach the broker {redact_url(settings.broker_url)}: {error}") from error
+    finally:
+        database.dispose()
+    print(f"sent {count} jobs again for scans queued longer than {older_than:.0f} s")
+    return 0
+
+
 def run_results(args) -> int:
     from db import repository
     from scheduler.results import format_csv, format_json, format_table
@@ -173,46 +207,11 @@ def run_db_upgrade(args) -> int:
 
 
 def run_evaluate(args) -> int:
-    from concurrent.futures import ThreadPoolExecutor
-
-    import numpy as np
-    import torch
-
-    from models.checkpoint import load_checkpoint
     from models.device import select_device
-    from models.evaluation import held_out_pairs, pair_metrics
-    from models.inference import decode_many, embed_images
-
-    positives = _folder_files(args.positive, "positive")
-    negatives = _folder_files(args.negative, "negative")
-    device = select_device(args.device)
-    try:
-        checkpoint = load_checkpoint(args.model, device=device)
-    except CheckpointError as error:
-        raise UserError(str(error)) from error
-    threshold = args.threshold if args.threshold is not None else checkpoint.threshold
-
-    paths = positives + negatives
-    labels = np.array([1] * len(positives) + [0] * len(negatives))
-    with ThreadPoolExecutor(max_workers=4) as executor:
-        decoded = decode_many(paths, checkpoint.preprocess, executor)
-    kept = [index for index, item in enumerate(decoded) if item.image is not None]
-    embeddings = torch.cat([
-        embed_images(checkpoint.embedder, torch.stack([decoded[index].image for index in kept[start : start + 32]]),
-                     checkpoint.preprocess, device)
-        for start in range(0, len(kept), 32)
-    ])
+    from scheduler.evaluate import EvaluationError, run_evaluation
 
     try:
-        pairs, distances = held_out_pairs(embeddings, labels[kept], args.pairs, args.seed)
-    except ValueError as error:
+        run_evaluation(args, select_device(args.device))
+    except (EvaluationError, CheckpointError) as error:
         raise UserError(str(error)) from error
-    metrics = pair_metrics(distances, pairs.similar, threshold)
-    print(f"held-out images: {int(labels[kept].sum())} positive, {int((labels[kept] == 0).sum())} negative "
-          f"({len(paths) - len(kept)} unreadable)")
-    print(f"pairs: {metrics.total} (half similar), threshold {threshold:.3f}")
-    print(f"pair accuracy {metrics.accuracy:.3f}, precision {metrics.precision:.3f}, recall {metrics.recall:.3f}, "
-          f"F1 {metrics.f1:.3f}")
-    print(f"confusion (similar = positive class): TP {metrics.true_positive}, FP {metrics.false_positive}, "
-          f"TN {metrics.true_negative}, FN {metrics.false_negative}")
     return 0

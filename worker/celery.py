@@ -6,6 +6,7 @@ Start a worker with ``celery -A worker worker --pool solo`` (one process per GPU
 from __future__ import annotations
 
 from celery import Celery
+from kombu import Queue
 
 from scheduler.beat import nightly_beat_schedule
 from worker.settings import get_settings
@@ -22,10 +23,13 @@ app.conf.update(
     # A job lost with its worker is redelivered, not dropped.
     task_reject_on_worker_lost=True,
     task_default_queue=settings.queue,
+    # Workers consume the live queue first and the rescore queue only when it is empty: the
+    # Redis transport's "priority" strategy polls queues in the order listed here.
+    task_queues=(Queue(settings.queue), Queue(settings.rescore_queue)),
     # celery-batches needs the prefetch window to hold at least one full batch; two let the
     # next batch arrive while the current one runs, without one worker hoarding the queue.
     worker_prefetch_multiplier=2 * settings.max_batch_size,
-    broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
+    broker_transport_options={"visibility_timeout": settings.visibility_timeout_s, "queue_order_strategy": "priority"},
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=False,
     # `celery -A worker beat` sends the nightly drop-folder run at nightly_time in this time zone.

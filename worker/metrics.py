@@ -28,6 +28,10 @@ SCANS = Counter("cargoscan_scans_total", "Scans processed, by outcome (scored or
 SCANS_FAILED = Counter(
     "cargoscan_scans_failed_total", "Scans that could not be screened, by reason (a fixed set of labels)", ["reason"]
 )
+SCANS_REPEATED = Counter(
+    "cargoscan_scans_redelivered_total",
+    "Jobs for scans whose outcome from the same model and exemplar set was already recorded (not counted again)",
+)
 FLAGGED = Counter("cargoscan_scans_flagged_total", "Scored scans whose nearest positive exemplar is within the threshold")
 BATCH_SIZE = Histogram(
     "cargoscan_batch_size", "Jobs per screened batch", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -89,11 +93,16 @@ def initialize_metrics() -> None:
 
 def record_batch(report, screener=None) -> None:
     """Record one :class:`worker.pipeline.BatchReport`, and the screener that produced it when given."""
-    SCANS.labels(outcome="scored").inc(len(report.scored))
-    SCANS.labels(outcome="failed").inc(len(report.failed))
-    for _, reason in report.failed:
+    # A redelivered scan already counted when its outcome was first written.
+    repeated = report.repeated
+    scored = [item for item in report.scored if item[0] not in repeated]
+    failed = [item for item in report.failed if item[0] not in repeated]
+    SCANS.labels(outcome="scored").inc(len(scored))
+    SCANS.labels(outcome="failed").inc(len(failed))
+    SCANS_REPEATED.inc(len(report.scored) + len(report.failed) - len(scored) - len(failed))
+    for _, reason in failed:
         SCANS_FAILED.labels(reason=failure_reason_label(reason)).inc()
-    FLAGGED.inc(report.flagged)
+    FLAGGED.inc(sum(1 for _, is_flagged, _ in scored if is_flagged))
     BATCH_SIZE.observe(report.size)
     if report.scored:
         BATCH_INFERENCE.observe(report.inference_s)

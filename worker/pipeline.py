@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -18,6 +18,8 @@ import torch
 from sqlalchemy.orm import Session, sessionmaker
 
 from db import repository
+from db.schema import SCAN_FAILED
+from db.embeddings import encode_embedding
 from models.imaging import ScanReadError
 from models.inference import Decoded, decode_one, embed_images
 from models.exemplars import score
@@ -44,6 +46,9 @@ class BatchReport:
     scored: list[tuple[int, bool, float]] = field(default_factory=list)
     failed: list[tuple[int, str]] = field(default_factory=list)
     unknown_scan_ids: list[int] = field(default_factory=list)
+    # Scans whose outcome from this model and exemplar set was already recorded: redelivered
+    # or re-sent jobs, which metrics must not count a second time.
+    repeated: set[int] = field(default_factory=set)
     latencies_s: list[float] = field(default_factory=list)
     decode_s: float = 0.0
     inference_s: float = 0.0
@@ -62,22 +67,53 @@ def screen_batch(screener: Screener, session_factory: sessionmaker[Session], job
     scan id seen twice in one batch is screened once. Database errors are retried with
     backoff; if the database stays unreachable the error propagates and nothing is written.
     """
+    return screen_decoded(screener, session_factory, start_decode(screener, jobs))
+
+
+@dataclass
+class PendingBatch:
+    """A batch whose scans are being decoded on the screener's thread pool."""
+
+    jobs: list[ScanJob]
+    futures: list[Future[tuple[Decoded, float]]]
+    started: float
+
+    def wait(self) -> tuple[list[Decoded], float]:
+        """Wait for every decode; returns the results in job order and the seconds from submission to the last."""
+        results = [future.result() for future in self.futures]
+        finished = max((done for _, done in results), default=self.started)
+        return [decoded for decoded, _ in results], finished - self.started
+
+
+def start_decode(screener: Screener, jobs: Sequence[ScanJob]) -> PendingBatch:
+    """Deduplicate a batch's jobs by scan id and submit their decoding; returns without waiting.
+
+    Starting the next batch's decoding before screening the current one overlaps decoding
+    with the forward pass, as ``cargoscan screen`` does.
+    """
     started = time.perf_counter()
     jobs = list({job.scan_id: job for job in jobs}.values())
+    futures = [screener.executor.submit(_decode_job, screener, job) for job in jobs]
+    return PendingBatch(jobs=jobs, futures=futures, started=started)
+
+
+def screen_decoded(screener: Screener, session_factory: sessionmaker[Session], pending: PendingBatch) -> BatchReport:
+    """Embed, score and commit a batch from :func:`start_decode`, as :func:`screen_batch` does."""
+    started = pending.started
+    jobs = pending.jobs
     report = BatchReport(size=len(jobs))
 
-    decoded = _decode(screener, jobs)
-    report.decode_s = time.perf_counter() - started
+    decoded, report.decode_s = pending.wait()
 
     good = [index for index, item in enumerate(decoded) if item.image is not None]
     scored_rows: list[repository.ScoredScan] = []
     if good:
         inference_started = time.perf_counter()
         images = torch.stack([decoded[index].image for index in good])
-        embeddings = embed_images(screener.embedder, images, screener.preprocess, screener.device)
+        embeddings = embed_images(screener.embedder, images, screener.preprocess, screener.device, screener.inference_options)
         verdicts = score(embeddings, screener.exemplars, screener.threshold)
         report.inference_s = time.perf_counter() - inference_started
-        scored_rows = _scored_rows(jobs, decoded, good, verdicts)
+        scored_rows = _scored_rows(jobs, decoded, good, verdicts, embeddings.numpy(), screener.embedding_dtype)
 
     failed_rows = [
         repository.FailedScan(scan_id=jobs[index].scan_id, reason=item.error or "unknown error")
@@ -99,18 +135,15 @@ def screen_batch(screener: Screener, session_factory: sessionmaker[Session], job
     return report
 
 
-def _decode(screener: Screener, jobs: Sequence[ScanJob]) -> list[Decoded]:
-    def decode(job: ScanJob) -> Decoded:
-        try:
-            path = resolve_scan_path(job.uri, screener.scan_root)
-        except ScanReadError as error:
-            return Decoded(image=None, error=error.reason)
-        return decode_one(path, screener.preprocess, screener.max_image_pixels)
-
-    return list(screener.executor.map(decode, jobs))
+def _decode_job(screener: Screener, job: ScanJob) -> tuple[Decoded, float]:
+    try:
+        path = resolve_scan_path(job.uri, screener.scan_root)
+    except ScanReadError as error:
+        return Decoded(image=None, error=error.reason), time.perf_counter()
+    return decode_one(path, screener.preprocess, screener.max_image_pixels), time.perf_counter()
 
 
-def _scored_rows(jobs, decoded, good, verdicts) -> list[repository.ScoredScan]:
+def _scored_rows(jobs, decoded, good, verdicts, embeddings, embedding_dtype) -> list[repository.ScoredScan]:
     rows = []
     for position, index in enumerate(good):
         negative_distance = None if verdicts.negative_distance is None else float(verdicts.negative_distance[position])
@@ -125,6 +158,7 @@ def _scored_rows(jobs, decoded, good, verdicts) -> list[repository.ScoredScan]:
                 flagged=bool(verdicts.flagged[position]),
                 width=decoded[index].width,
                 height=decoded[index].height,
+                embedding=encode_embedding(embeddings[position], embedding_dtype),
             )
         )
     return rows
@@ -141,13 +175,28 @@ def _write(session_factory, screener, scored_rows, failed_rows, report) -> list[
 
         scored_rows = [row for row in scored_rows if row.scan_id in known]
         failed_rows = [row for row in failed_rows if row.scan_id in known]
-        repository.write_batch(session, screener.model_version_id, screener.exemplar_set_id, screener.threshold, scored_rows, failed_rows)
+        repeated = _already_recorded(session, screener, scored_rows, failed_rows)
+        repository.write_batch(
+            session, screener.model_version_id, screener.exemplar_set_id, screener.threshold, scored_rows, failed_rows,
+            embedding_dtype=screener.embedding_dtype,
+        )
         queued = repository.queued_times(session, [row.scan_id for row in scored_rows] + [row.scan_id for row in failed_rows])
 
     report.unknown_scan_ids = unknown
+    report.repeated = repeated
     report.scored = [(row.scan_id, row.flagged, row.positive_distance) for row in scored_rows]
     report.failed = [(row.scan_id, row.reason) for row in failed_rows]
     return list(queued.values())
+
+
+def _already_recorded(session, screener, scored_rows, failed_rows) -> set[int]:
+    repeated = repository.scans_with_result(
+        session, [row.scan_id for row in scored_rows], screener.model_version_id, screener.exemplar_set_id
+    )
+    if failed_rows:
+        statuses = repository.scan_statuses(session, [row.scan_id for row in failed_rows])
+        repeated |= {scan_id for scan_id, status in statuses.items() if status == SCAN_FAILED}
+    return repeated
 
 
 def _aware(moment: datetime) -> datetime:

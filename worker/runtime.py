@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 
-from db import repository
 from db.database import Database, open_database
-from worker.pipeline import ScanJob
-from worker.screener import Screener, build_screener
+from worker.screener import Screener, build_screener, resolve_selection
 from worker.settings import get_settings
 
 logger = logging.getLogger(__name__)
@@ -27,20 +24,24 @@ _runtime: Runtime | None = None
 
 
 def get_runtime() -> Runtime:
-    """Return this process's runtime, building it on first use or after a fork."""
+    """Return this process's runtime, building it on first use or after a fork.
+
+    Between batches it checks which model version and exemplar set are active, and loads
+    the new pair when an operator has activated another one, so workers need no restart.
+    """
     global _runtime
+    settings = get_settings()
     if _runtime is None or _runtime.pid != os.getpid():
-        settings = get_settings()
         database = open_database(settings.database_url)
         screener = build_screener(database.sessions, settings)
         _runtime = Runtime(database=database, screener=screener, pid=os.getpid())
+        return _runtime
+
+    selection = resolve_selection(_runtime.database.sessions, settings)
+    if selection.exemplar_set_id != _runtime.screener.exemplar_set_id:
+        logger.info(
+            "switching to model %s, exemplar set %d (was %s, %d)", selection.model_sha256[:12], selection.exemplar_set_id,
+            _runtime.screener.model_sha256[:12], _runtime.screener.exemplar_set_id,
+        )
+        _runtime.screener = build_screener(_runtime.database.sessions, settings, selection, reuse=_runtime.screener)
     return _runtime
-
-
-def mark_jobs_failed(runtime: Runtime, jobs: Sequence[ScanJob], reason: str) -> None:
-    """Record every job of a batch as failed with ``reason``."""
-    with runtime.database.sessions.begin() as session:
-        known = repository.existing_scan_ids(session, [job.scan_id for job in jobs])
-        failed = [repository.FailedScan(scan_id=job.scan_id, reason=reason) for job in jobs if job.scan_id in known]
-        screener = runtime.screener
-        repository.write_batch(session, screener.model_version_id, screener.exemplar_set_id, screener.threshold, [], failed)

@@ -15,13 +15,14 @@ import numpy as np
 import torch
 from sqlalchemy.orm import Session, sessionmaker
 
-from db import repository
+from db import registry, repository
+from db.registry import Selection
 from db.schema import LABEL_NEGATIVE, LABEL_POSITIVE, ModelVersion
-from db.schema import ExemplarSet as ExemplarSetRow
 from models.checkpoint import Checkpoint, load_checkpoint
 from models.device import select_device
 from models.embedder import SiameseEmbedder
 from models.exemplars import ExemplarIndex, ExemplarSet
+from models.inference import InferenceOptions, default_torch_threads
 from models.preprocess import PreprocessConfig
 from worker.settings import Settings
 
@@ -47,52 +48,77 @@ class Screener:
     max_image_pixels: int
     db_retry_attempts: int
     db_retry_initial_delay_s: float
+    checkpoint_threshold: float = 0.5
+    embedding_dtype: str = "float32"
+    inference_options: InferenceOptions = InferenceOptions()
 
     def close(self) -> None:
         self.executor.shutdown(wait=True)
 
 
-def build_screener(session_factory: sessionmaker[Session], settings: Settings) -> Screener:
-    """Load the exemplar set (the configured one, else the newest) and the checkpoint that made it."""
+def resolve_selection(session_factory: sessionmaker[Session], settings: Settings) -> Selection:
+    """Return the configured exemplar set's pair, else the active pair, else the newest set's."""
+    with session_factory() as session:
+        try:
+            if settings.exemplar_set_id is not None:
+                return registry.selection_for_exemplar_set(session, settings.exemplar_set_id)
+        except registry.RegistryError as error:
+            raise ScreenerSetupError(str(error)) from error
+        selection = registry.active_selection(session)
+    if selection is None:
+        raise ScreenerSetupError("no exemplar set in the database; run 'cargoscan enroll' first")
+    return selection
+
+
+def build_screener(
+    session_factory: sessionmaker[Session], settings: Settings, selection: Selection | None = None, reuse: Screener | None = None
+) -> Screener:
+    """Load the selected exemplar set and the checkpoint that made it.
+
+    ``reuse`` is a screener to take the network and decode threads from when its model
+    version matches, so switching exemplar sets does not reload the checkpoint.
+    """
     device = select_device(settings.device)
-    if settings.torch_threads:
-        torch.set_num_threads(settings.torch_threads)
+    # torch's own default takes every core in each process, which oversubscribes a machine
+    # that runs several workers; each gets an equal share unless torch_threads is set.
+    torch.set_num_threads(settings.torch_threads or default_torch_threads(settings.worker_processes))
+    selection = selection or resolve_selection(session_factory, settings)
 
     with session_factory() as session:
-        if settings.exemplar_set_id is not None:
-            exemplar_set = session.get(ExemplarSetRow, settings.exemplar_set_id)
-            if exemplar_set is None:
-                raise ScreenerSetupError(f"exemplar set {settings.exemplar_set_id} not found; run 'cargoscan enroll' first")
-        else:
-            exemplar_set = repository.latest_exemplar_set(session)
-            if exemplar_set is None:
-                raise ScreenerSetupError("no exemplar set in the database; run 'cargoscan enroll' first")
+        version = session.get(ModelVersion, selection.model_version_id)
+        exemplars = repository.load_exemplars(session, selection.exemplar_set_id)
 
-        version = session.get(ModelVersion, exemplar_set.model_version_id)
-        exemplars = repository.load_exemplars(session, exemplar_set.id)
+    if reuse is not None and reuse.model_sha256 == version.sha256:
+        embedder, preprocess, checkpoint_threshold, executor = reuse.embedder, reuse.preprocess, reuse.checkpoint_threshold, reuse.executor
+    else:
+        checkpoint = _load_matching_checkpoint(version, device)
+        embedder, preprocess, checkpoint_threshold = checkpoint.embedder, checkpoint.preprocess, checkpoint.threshold
+        executor = reuse.executor if reuse is not None else ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
 
-    checkpoint = _load_matching_checkpoint(version, device)
-    threshold = settings.threshold if settings.threshold is not None else checkpoint.threshold
-    index = _build_indexes(exemplar_set.id, exemplars)
+    threshold = settings.threshold if settings.threshold is not None else version.threshold
+    index = build_exemplar_index(selection.exemplar_set_id, exemplars, settings)
     logger.info(
         "screener ready: model %s, exemplar set %d (%d positive, %d negative), threshold %.3f, device %s",
-        version.sha256[:12], exemplar_set.id, len(index.positives), 0 if index.negatives is None else len(index.negatives),
-        threshold, device,
+        version.sha256[:12], selection.exemplar_set_id, len(index.positives),
+        0 if index.negatives is None else len(index.negatives), threshold, device,
     )
     return Screener(
-        embedder=checkpoint.embedder,
-        preprocess=checkpoint.preprocess,
+        embedder=embedder,
+        preprocess=preprocess,
         exemplars=index,
         threshold=threshold,
+        checkpoint_threshold=checkpoint_threshold,
         device=device,
         model_version_id=version.id,
         model_sha256=version.sha256,
-        exemplar_set_id=exemplar_set.id,
-        executor=ThreadPoolExecutor(max_workers=settings.decode_threads, thread_name_prefix="decode"),
+        exemplar_set_id=selection.exemplar_set_id,
+        executor=executor,
         scan_root=settings.scan_root,
         max_image_pixels=settings.max_image_pixels,
         db_retry_attempts=settings.db_retry_attempts,
         db_retry_initial_delay_s=settings.db_retry_initial_delay_s,
+        inference_options=InferenceOptions(mixed_precision=settings.mixed_precision, compile=settings.torch_compile),
+        embedding_dtype=settings.embedding_dtype,
     )
 
 
@@ -106,7 +132,7 @@ def _load_matching_checkpoint(version: ModelVersion, device: torch.device) -> Ch
     return checkpoint
 
 
-def _build_indexes(exemplar_set_id: int, exemplars) -> ExemplarSet:
+def build_exemplar_index(exemplar_set_id: int, exemplars, settings: Settings) -> ExemplarSet:
     by_label: dict[str, tuple[list[np.ndarray], list[int]]] = {LABEL_POSITIVE: ([], []), LABEL_NEGATIVE: ([], [])}
     for exemplar in exemplars:
         vectors, ids = by_label[exemplar.label]
@@ -115,10 +141,14 @@ def _build_indexes(exemplar_set_id: int, exemplars) -> ExemplarSet:
 
     positives, positive_ids = by_label[LABEL_POSITIVE]
     negatives, negative_ids = by_label[LABEL_NEGATIVE]
+    search = {
+        "approximate_min_exemplars": settings.approximate_index_min_exemplars,
+        "approximate_probes": settings.approximate_index_probes,
+    }
     if not positives:
         raise ScreenerSetupError(f"exemplar set {exemplar_set_id} has no positive exemplars")
     return ExemplarSet(
         set_id=exemplar_set_id,
-        positives=ExemplarIndex(np.stack(positives), np.array(positive_ids)),
-        negatives=ExemplarIndex(np.stack(negatives), np.array(negative_ids)) if negatives else None,
+        positives=ExemplarIndex(np.stack(positives), np.array(positive_ids), **search),
+        negatives=ExemplarIndex(np.stack(negatives), np.array(negative_ids), **search) if negatives else None,
     )

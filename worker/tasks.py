@@ -1,4 +1,4 @@
-"""The batched screening task: a thin shell around :func:`worker.pipeline.screen_batch`."""
+"""The batched screening task: a thin shell around :func:`worker.attempts.screen_jobs`."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from celery_batches.trace import apply_batches_task
 from worker.celery import app, settings
 from worker.jobs import parse_requests
 from worker.metrics import BATCHES_FAILED, initialize_metrics, record_batch
-from worker.pipeline import screen_batch
+from worker.attempts import screen_jobs
 from worker.retry import DatabaseUnavailable
-from worker.runtime import get_runtime, mark_jobs_failed
+from worker.runtime import get_runtime
 
 logger = logging.getLogger(__name__)
 
@@ -69,27 +69,24 @@ def screen(requests) -> str:
         return REQUEUE
 
     try:
-        report = screen_batch(runtime.screener, runtime.database.sessions, jobs)
+        reports = screen_jobs(runtime, jobs, settings.max_attempts)
     except DatabaseUnavailable as error:
         BATCHES_FAILED.inc()
         logger.error("batch of %d sent back to the queue: %s", len(jobs), error)
         return REQUEUE
-    except Exception as error:
-        # An unexpected error must not drop the scans silently: record them as failed.
-        logger.exception("batch of %d failed unexpectedly", len(jobs))
-        try:
-            mark_jobs_failed(runtime, jobs, f"internal error while screening: {type(error).__name__}: {error}")
-        except Exception:
-            logger.exception("could not record the failed batch; sending it back to the queue")
-            BATCHES_FAILED.inc()
-            return REQUEUE
-        return DONE
+    except Exception:
+        # Sent back, not dropped: the redelivery is counted, the scans are then screened one
+        # at a time, and one that keeps failing is marked failed after max_attempts.
+        logger.exception("batch of %d failed unexpectedly; sending it back to the queue", len(jobs))
+        BATCHES_FAILED.inc()
+        return REQUEUE
 
-    record_batch(report, runtime.screener)
-    logger.info(
-        "batch screened: %d jobs, %d scored, %d flagged, %d failed, %.3f s",
-        report.size, len(report.scored), report.flagged, len(report.failed), report.total_s,
-    )
+    for report in reports:
+        record_batch(report, runtime.screener)
+        logger.info(
+            "batch screened: %d jobs, %d scored, %d flagged, %d failed, %.3f s",
+            report.size, len(report.scored), report.flagged, len(report.failed), report.total_s,
+        )
     return DONE
 
 
