@@ -29,7 +29,14 @@ app.conf.update(
     # celery-batches needs the prefetch window to hold at least one full batch; two let the
     # next batch arrive while the current one runs, without one worker hoarding the queue.
     worker_prefetch_multiplier=2 * settings.max_batch_size,
-    broker_transport_options={"visibility_timeout": settings.visibility_timeout_s, "queue_order_strategy": "priority"},
+    broker_transport_options={
+        "visibility_timeout": settings.visibility_timeout_s,
+        "queue_order_strategy": "priority",
+        # kombu 5.7 sweeps for unacknowledged messages past the visibility timeout only every
+        # interval x throttle seconds (100 s by default); one scan per interval is cheap.
+        "unacked_restore_interval": settings.unacked_restore_interval_s,
+        "unacked_restore_throttle": 1,
+    },
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=False,
     # `celery -A worker beat` sends the nightly drop-folder run at nightly_time in this time zone.

@@ -68,6 +68,7 @@ class Settings(BaseSettings):
     stale_queued_after_s: int = Field(
         3600, ge=60, description="Seconds after which a still-queued scan's job is sent again (a lost message)"
     )
+    unacked_restore_interval_s: int = Field(10, ge=1, description="Seconds between sweeps that redeliver timed-out jobs")
     visibility_timeout_s: int = Field(900, ge=10, description="Seconds before Redis redelivers an unacknowledged job")
     db_retry_attempts: int = Field(6, ge=1)
     db_retry_initial_delay_s: float = Field(0.5, gt=0)

@@ -11,6 +11,7 @@ import time
 import urllib.request
 import uuid
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -60,8 +61,29 @@ def metric_value(text: str, name: str, labels: str = "") -> float:
     return 0.0
 
 
-@contextmanager
-def celery_worker(
+@dataclass
+class WorkerProcess:
+    """A started worker: its process, queue, metrics port and log file."""
+
+    process: subprocess.Popen
+    queue: str
+    port: int
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def launch_worker(
     database_url: str,
     broker_url: str,
     tmp_path: Path,
@@ -69,21 +91,25 @@ def celery_worker(
     concurrency: int | None = None,
     max_tasks_per_child: int | None = None,
     queue: str | None = None,
+    crashing: bool = False,
+    wait: bool = True,
     **extra: str,
-):
-    """Run ``celery -A worker worker --pool POOL`` on a private queue; yields (queue, metrics port, log path).
+) -> WorkerProcess:
+    """Start ``celery -A worker worker --pool POOL`` on a private queue and wait for its metrics endpoint.
 
     The worker also consumes ``rescore_queue(queue)``, after the live queue, as production
     workers do. Pass ``queue`` (from :func:`private_queue`) to send jobs before it starts.
+    ``crashing`` runs :mod:`tests.worker.crashing_worker` instead of plain Celery.
     """
     queue = queue or private_queue()
     port = free_port()
-    log_path = tmp_path / f"worker-{queue}.log"
+    log_path = tmp_path / f"worker-{queue}-{port}.log"
     env = worker_environment(database_url, broker_url, queue, port, **extra)
     env["CARGOSCAN_RESCORE_QUEUE"] = rescore_queue(queue)
+    program = ["-m", "tests.worker.crashing_worker"] if crashing else ["-m", "celery", "-A", "worker"]
     command = [
-        sys.executable, "-m", "celery", "-A", "worker", "worker", "--pool", pool, "--queues", f"{queue},{rescore_queue(queue)}",
-        "--hostname", f"{queue}@%h", "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat",
+        sys.executable, *program, "worker", "--pool", pool, "--queues", f"{queue},{rescore_queue(queue)}",
+        "--hostname", f"{queue}-{port}@%h", "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat",
     ]
     if concurrency is not None:
         command += ["--concurrency", str(concurrency)]
@@ -91,17 +117,25 @@ def celery_worker(
         command += ["--max-tasks-per-child", str(max_tasks_per_child)]
     with open(log_path, "w") as log:
         process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    worker = WorkerProcess(process=process, queue=queue, port=port, log_path=log_path)
+    if wait:
+        try:
+            _wait_for_metrics(port, process, log_path)
+        except Exception:
+            worker.stop()
+            raise
+    return worker
+
+
+@contextmanager
+def celery_worker(database_url: str, broker_url: str, tmp_path: Path, **options):
+    """Run a worker (see :func:`launch_worker`) for the block; yields (queue, metrics port, log path)."""
+    worker = launch_worker(database_url, broker_url, tmp_path, **options)
     try:
-        _wait_for_metrics(port, process, log_path)
-        yield queue, port, log_path
+        yield worker.queue, worker.port, worker.log_path
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        worker.stop()
 
 
 def _wait_for_metrics(port: int, process: subprocess.Popen, log_path: Path, timeout_s: float = 60.0) -> None:
