@@ -2,9 +2,10 @@
 
 The stored reason can contain paths, sizes and library messages, which must not become
 label values because each distinct value is a new time series. The patterns follow the
-messages of ``models.imaging.load_scan``, ``worker.scanpaths.resolve_scan_path`` and the
-task's internal-error path. ``tests/worker/test_metrics_reasons.py`` produces those messages
-from real files, so a reworded message fails there instead of turning into ``other``.
+messages of ``models.imaging.load_scan``, ``worker.scanpaths.resolve_scan_path`` and
+``worker.attempts``, which fails a scan whose deliveries kept crashing the worker.
+``tests/worker/test_metrics_reasons.py`` produces those messages with the real code, so a
+reworded message fails there instead of turning into ``other``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ FAILURE_REASONS = (
 
 # The first matching rule wins, so the truncated case comes before the general corrupt one.
 _RULES: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"^internal error"), INTERNAL),
+    (re.compile(r"^internal error|^screening did not finish"), INTERNAL),
     (re.compile(r"^empty file|^image has no pixels"), EMPTY),
     (re.compile(r"^file not found"), NOT_FOUND),
     (re.compile(r"^file cannot be read|^not a regular file"), UNREADABLE),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -83,10 +84,32 @@ def test_http_uri_is_invalid_uri(tmp_path):
     assert failure_reason_label(_uri_reason("http://example.invalid/scan.png", tmp_path)) == "invalid_uri"
 
 
+def test_exhausted_deliveries_are_internal(enrolled_database, scan_folder):
+    from db import repository
+    from worker.attempts import _fail_exhausted
+    from worker.pipeline import ScanJob
+
+    uri = str(sorted(scan_folder.glob("*.png"))[0])
+    with enrolled_database.sessions.begin() as session:
+        scan_id = repository.register_scans(session, [uri])[uri][0]
+        exemplar_set = repository.latest_exemplar_set(session)
+        model_version_id, exemplar_set_id = exemplar_set.model_version_id, exemplar_set.id
+    screener = SimpleNamespace(
+        model_version_id=model_version_id, exemplar_set_id=exemplar_set_id, threshold=1.0,
+        db_retry_attempts=1, db_retry_initial_delay_s=0.01,
+    )
+    runtime = SimpleNamespace(screener=screener, database=enrolled_database)
+
+    report = _fail_exhausted(runtime, [(ScanJob(scan_id=scan_id, uri=uri), 3)], max_attempts=3)
+
+    assert failure_reason_label(report.failed[0][1]) == "internal"
+
+
 @pytest.mark.parametrize(
     ("reason", "label"),
     [
         ("internal error while screening: RuntimeError: CUDA out of memory", "internal"),
+        ("screening did not finish in 3 deliveries (the worker probably crashed on this scan); not retried after 3", "internal"),
         ("image is over the pixel limit: Image size (200000000 pixels) exceeds limit", "too_large"),
         ("unsupported pixel mode BGR;16", "unsupported_format"),
         ("I;16B image has values 0..70000, outside 0..65535", "corrupt"),
