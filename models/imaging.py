@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 SUPPORTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "TIFF"})
 DEFAULT_MAX_IMAGE_PIXELS = 150_000_000
@@ -26,6 +26,10 @@ _GREY_TOLERANCE = 2.0 / 255.0
 # such a scan almost black.
 _SIXTEEN_BIT_DEPTHS = (10, 12, 14, 16)
 
+# Draft decoding keeps at least this many decoded pixels per network input pixel along each
+# resized side, so the antialiased resize still has detail to average.
+_DRAFT_MIN_OVERSAMPLING = 2
+
 
 class ScanReadError(Exception):
     """A scan file that cannot be screened; ``reason`` is stored with the failed scan."""
@@ -37,11 +41,16 @@ class ScanReadError(Exception):
 
 @dataclass(frozen=True)
 class DecodedScan:
-    """A decoded scan: ``pixels`` is float32 in [0, 1], shape (H, W) for grey or (H, W, 3)."""
+    """A decoded scan: ``pixels`` is float32 in [0, 1], shape (H, W) for grey or (H, W, 3).
+
+    ``full_size`` is the file's (width, height) after orientation when draft decoding made
+    ``pixels`` smaller than the file. Otherwise it is None, and the pixels have the file's size.
+    """
 
     pixels: np.ndarray
     source_mode: str
     bit_depth: int
+    full_size: tuple[int, int] | None = None
 
     @property
     def is_grey(self) -> bool:
@@ -49,15 +58,35 @@ class DecodedScan:
 
     @property
     def width(self) -> int:
-        return int(self.pixels.shape[1])
+        return self.full_size[0] if self.full_size else int(self.pixels.shape[1])
 
     @property
     def height(self) -> int:
-        return int(self.pixels.shape[0])
+        return self.full_size[1] if self.full_size else int(self.pixels.shape[0])
 
 
-def load_scan(path: str | os.PathLike[str], max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> DecodedScan:
+@dataclass(frozen=True)
+class DecodeTarget:
+    """The square network input a scan is decoded for, so JPEG decoding can skip detail.
+
+    ``size`` is the input side in pixels. With ``keep_aspect`` (letterbox resizing) only the
+    longer side is fitted to ``size``, and without it (stretch resizing) each side is.
+    """
+
+    size: int
+    keep_aspect: bool = False
+
+
+def load_scan(
+    path: str | os.PathLike[str],
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    target: DecodeTarget | None = None,
+) -> DecodedScan:
     """Decode the first frame of a JPEG, PNG or TIFF scan, honouring its EXIF orientation.
+
+    With a ``target``, a large JPEG is decoded at 1/2, 1/4 or 1/8 scale in the DCT domain
+    (Pillow's draft mode), never below twice the target size. Other formats are decoded in
+    full. ``width`` and ``height`` always report the file's full size.
 
     Raises :class:`ScanReadError` with a one-line reason for a missing, empty, truncated,
     oversized, unsupported or undecodable file.
@@ -74,9 +103,12 @@ def load_scan(path: str | os.PathLike[str], max_image_pixels: int = DEFAULT_MAX_
             # which scrambles the pixels of a TIFF whose orientation tag is 5 to 8.
             with open(path, "rb") as stream, Image.open(stream) as image:
                 _check_header(image, max_image_pixels)
+                full_size = _oriented_size(image) if target is not None else None
+                drafted = target is not None and _draft(image, target)
                 image.load()
                 image = ImageOps.exif_transpose(image)
-                return _to_array(image)
+                scan = _to_array(image)
+                return replace(scan, full_size=full_size) if drafted else scan
         except ScanReadError:
             raise
         except Image.DecompressionBombError as error:
@@ -114,6 +146,36 @@ def _check_header(image: Image.Image, max_image_pixels: int) -> None:
             f"image is {width}x{height} = {width * height} pixels, over the limit of "
             f"{max_image_pixels} (raise max_image_pixels to screen it)"
         )
+
+
+def _draft(image: Image.Image, target: DecodeTarget) -> bool:
+    # Only 8-bit JPEGs have a DCT-domain reduction. PNG and TIFF (16-bit scans among them)
+    # are decoded in full, bit for bit as without a target.
+    if image.format not in ("JPEG", "MPO"):
+        return False
+
+    floor = target.size * _DRAFT_MIN_OVERSAMPLING
+    width, height = image.size
+    if target.keep_aspect:
+        # The longer side stays at least ``floor``; the shorter one scales with it, so it
+        # keeps the same oversampling of its own (smaller) share of the input.
+        requested = (floor, 1) if width >= height else (1, floor)
+    else:
+        requested = (floor, floor)
+
+    # Pillow picks the largest of 1/8, 1/4, 1/2 whose result is at least ``requested`` on
+    # both sides (ceil(side / scale) >= requested), and leaves the image alone otherwise.
+    if width < 2 * requested[0] or height < 2 * requested[1]:
+        return False
+    image.draft(image.mode, requested)
+    return image.size != (width, height)
+
+
+def _oriented_size(image: Image.Image) -> tuple[int, int]:
+    # EXIF orientations 5 to 8 rotate by 90 degrees, so exif_transpose swaps the sides.
+    orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+    width, height = image.size
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
 def _to_array(image: Image.Image) -> DecodedScan:
