@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sqlalchemy.orm import Session, sessionmaker
 from tqdm import tqdm
 
 from db import repository
 from db.database import Database
 from models.scanfiles import list_scan_files
 from worker.metrics import record_batch
-from worker.pipeline import ScanJob, screen_batch
-from worker.screener import build_screener
+from worker.pipeline import BatchReport, ScanJob, screen_batch, screen_decoded, start_decode
+from worker.screener import Screener, build_screener
 from worker.settings import Settings
 
 
@@ -59,9 +61,7 @@ def screen_folder(database: Database, settings: Settings, folder: Path, rescreen
     started = time.perf_counter()
     try:
         with tqdm(total=len(jobs), desc="screen", unit="scan", disable=None) as bar:
-            for start in range(0, len(jobs), settings.max_batch_size):
-                batch = jobs[start : start + settings.max_batch_size]
-                report = screen_batch(screener, database.sessions, batch)
+            for batch, report in screen_in_batches(screener, database.sessions, jobs, settings.max_batch_size):
                 record_batch(report)
                 summary.scanned += report.size
                 summary.scored += len(report.scored)
@@ -74,3 +74,24 @@ def screen_folder(database: Database, settings: Settings, folder: Path, rescreen
 
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def screen_in_batches(
+    screener: Screener, session_factory: sessionmaker[Session], jobs: Sequence[ScanJob], batch_size: int, prefetch: bool = True
+) -> Iterator[tuple[list[ScanJob], BatchReport]]:
+    """Screen ``jobs`` in batches of ``batch_size``, yielding each batch with its report.
+
+    With ``prefetch``, the next batch is decoded on the screener's thread pool while the
+    current one is embedded, scored and written. The results are the same either way.
+    """
+    batches = [list(jobs[start : start + batch_size]) for start in range(0, len(jobs), batch_size)]
+    if not prefetch:
+        for batch in batches:
+            yield batch, screen_batch(screener, session_factory, batch)
+        return
+
+    pending = start_decode(screener, batches[0]) if batches else None
+    for index, batch in enumerate(batches):
+        current = pending
+        pending = start_decode(screener, batches[index + 1]) if index + 1 < len(batches) else None
+        yield batch, screen_decoded(screener, session_factory, current)
