@@ -1,0 +1,1 @@
+"""Benchmarks of CargoScan: run ``python bench/throughput.py --help``."""
