@@ -8,7 +8,7 @@ import signal
 import time
 
 import pytest
-from kombu import Connection, Exchange, Producer
+from kombu import Connection, Exchange, Producer, Queue
 from sqlalchemy import func, select
 
 from db import repository
@@ -130,15 +130,17 @@ def test_pickle_message_rejected(enrolled_database, redis_url, scan_folder, tmp_
     worker = launch_worker(_url(enrolled_database), redis_url, tmp_path, queue=queue, CARGOSCAN_SCAN_ROOT=str(scan_folder))
     try:
         with Connection(redis_url) as connection:
-            producer = Producer(connection, exchange=Exchange(queue, type="direct"), routing_key=queue, serializer="pickle")
+            exchange = Exchange(queue, type="direct")
+            producer = Producer(connection, exchange=exchange, routing_key=queue, serializer="pickle")
             producer.publish(
                 [(), {"scan_id": 1, "uri": str(marker)}, {}],
                 headers={"task": "cargoscan.screen", "id": "pickle-job", "lang": "py"},
-                declare=[],
+                declare=[Queue(queue, exchange, routing_key=queue)],
             )
         uri, scan_id = next(iter(ids.items()))
         send_job(screen, scan_id, uri, queue)
         wait_until(lambda: _settled(enrolled_database, [scan_id]), 60, message="JSON job after the pickle one screened")
+        wait_until(lambda: "pickle" in worker.log(), 30, message="pickle message logged")
         log = worker.log()
     finally:
         worker.stop()
