@@ -24,15 +24,22 @@ from worker.settings import Settings
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """Sizes chosen to finish in a few minutes on two CPU cores."""
+    """Sizes chosen to finish in a few minutes on two CPU cores.
+
+    Trained from random weights for so few steps, the paper's margin of 0.5 leaves most
+    dissimilar pairs inside the 0.5 decision threshold. The demo uses margin 1.0, as the
+    paper's authors' notebook does, so the threshold sits halfway between the similar
+    target (0) and the margin; learning rate 1e-3 and 48 px input are also demo choices.
+    """
 
     train_per_class: int = 80
     queue_per_class: int = 40
     exemplars_per_class: int = 24
-    image_size: int = 128
-    epochs: int = 6
-    pairs_per_epoch: int = 320
-    learning_rate: float = 3e-4
+    image_size: int = 48
+    epochs: int = 10
+    pairs_per_epoch: int = 512
+    learning_rate: float = 1e-3
+    margin: float = 1.0
     seed: int = 7
 
 
@@ -47,7 +54,8 @@ def run_demo(out: Path, config: DemoConfig = DemoConfig(), report=print) -> dict
 
     report("2/4 training the Siamese embedder (contrastive loss, random initialisation)")
     train_config = TrainConfig(
-        epochs=config.epochs, pairs_per_epoch=config.pairs_per_epoch, learning_rate=config.learning_rate, seed=config.seed
+        epochs=config.epochs, pairs_per_epoch=config.pairs_per_epoch, learning_rate=config.learning_rate,
+        margin=config.margin, seed=config.seed,
     )
     preprocess = PreprocessConfig(image_size=config.image_size)
     checkpoint = out / "model.pt"
