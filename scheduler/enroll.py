@@ -79,7 +79,7 @@ def enroll(
             checkpoint_path=str(checkpoint_path.resolve()),
             preprocessing=checkpoint.preprocess.to_dict(),
             threshold=checkpoint.threshold,
-            training=_json_safe(checkpoint.metadata),
+            training=checkpoint_training_summary(checkpoint),
         )
         exemplar_set = repository.create_exemplar_set(session, version.id, name or f"{checkpoint_path.stem}-exemplars", rows)
         result = EnrollResult(
@@ -91,6 +91,11 @@ def enroll(
             skipped=skipped,
         )
     return result
+
+
+def checkpoint_training_summary(checkpoint) -> dict:
+    """Return the checkpoint's training metadata in a form the JSON column accepts."""
+    return _json_safe(checkpoint.metadata)
 
 
 def _json_safe(value):

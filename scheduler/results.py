@@ -48,11 +48,17 @@ def format_csv(rows: Sequence[ResultRow]) -> str:
 def format_table(rows: Sequence[ResultRow]) -> str:
     if not rows:
         return "no scans recorded"
-
     cells = [[_cell(value) for value in _values(row).values()] for row in rows]
-    widths = [max(len(header), *(len(line[index]) for line in cells)) for index, header in enumerate(COLUMNS)]
-    widths[-2] = min(widths[-2], 60)
-    lines = ["  ".join(header.ljust(width) for header, width in zip(COLUMNS, widths))]
+    return format_rows(list(COLUMNS), cells, max_widths={COLUMNS.index("uri"): 60})
+
+
+def format_rows(header: list[str], cells: list[list[str]], max_widths: dict[int, int] | None = None) -> str:
+    """Lay out string cells as aligned columns; long cells keep their informative end."""
+    widths = [max(len(title), *(len(line[index]) for line in cells)) if cells else len(title) for index, title in enumerate(header)]
+    for index, limit in (max_widths or {}).items():
+        widths[index] = min(widths[index], limit)
+
+    lines = ["  ".join(title.ljust(width) for title, width in zip(header, widths)).rstrip()]
     for line in cells:
         lines.append("  ".join(_fit(cell, width) for cell, width in zip(line, widths)).rstrip())
     return "\n".join(lines)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from db.migrate import head_revision
 from scheduler.cli import main
 
 
@@ -119,4 +120,4 @@ def test_unreachable_database_fails(tmp_path, capsys):
 
 def test_db_upgrade_reports_revision(sqlite_url, capsys):
     assert main(["--db", sqlite_url, "db", "upgrade"]) == 0
-    assert "revision 0001" in capsys.readouterr().out
+    assert f"revision {head_revision()}" in capsys.readouterr().out
