@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 
 from db.database import Database, open_database
+from db.schema import ModelVersion
 from worker.screener import Screener, build_screener, resolve_selection
 from worker.settings import get_settings
 
@@ -38,10 +39,17 @@ def get_runtime() -> Runtime:
         return _runtime
 
     selection = resolve_selection(_runtime.database.sessions, settings)
-    if selection.exemplar_set_id != _runtime.screener.exemplar_set_id:
+    threshold_changed = settings.threshold is None and _stored_threshold(selection) != _runtime.screener.threshold
+    if selection.exemplar_set_id != _runtime.screener.exemplar_set_id or threshold_changed:
         logger.info(
             "switching to model %s, exemplar set %d (was %s, %d)", selection.model_sha256[:12], selection.exemplar_set_id,
             _runtime.screener.model_sha256[:12], _runtime.screener.exemplar_set_id,
         )
         _runtime.screener = build_screener(_runtime.database.sessions, settings, selection, reuse=_runtime.screener)
     return _runtime
+
+
+def _stored_threshold(selection) -> float:
+    # A recalibrated threshold is picked up between batches like a new exemplar set.
+    with _runtime.database.sessions() as session:
+        return session.get(ModelVersion, selection.model_version_id).threshold
