@@ -33,7 +33,7 @@ def print_report(run, timeline, audit, total_s: float) -> bool:
         f"redelivered {pool.counter_sum(REDELIVERED):.0f}, batches sent back {pool.counter_sum(BATCHES_FAILED):.0f} "
         f"(each worker's last scrape; a kill follows a scrape)"
     )
-    lines.append(f"  metrics count each outcome once: {'yes' if counted == outcomes else 'no'} ({counted:.0f} counted, {outcomes} outcomes)")
+    lines.append(f"  metrics count each outcome once: {_counted_once(counted, outcomes)}")
     lines.append("  worker logs:      " + ", ".join(f"{label} {count}" for label, count in pool.log_events().items()))
     lines.append(f"  result:           {'PASS' if passed else 'FAIL'}")
     print("\n".join(lines), flush=True)
@@ -98,6 +98,15 @@ def _recovery_lines(run, figures) -> list[str]:
             f"(scan ids {history.popped_unrecorded[:LISTED]})"
         )
     return lines
+
+
+def _counted_once(counted: float, outcomes: int) -> str:
+    if counted == outcomes:
+        return f"yes ({outcomes} outcomes, {counted:.0f} counted)"
+    if counted > outcomes:
+        return f"no, at least {counted - outcomes:.0f} counted twice ({outcomes} outcomes, {counted:.0f} counted)"
+    # A killed worker loses whatever it counted after its last scrape.
+    return f"unknown, at least {outcomes - counted:.0f} counts lost with killed workers ({outcomes} outcomes, {counted:.0f} counted)"
 
 
 def _load(load: tuple[float, float, float]) -> str:
