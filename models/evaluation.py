@@ -62,9 +62,62 @@ def pair_metrics(distances: np.ndarray, similar: np.ndarray, threshold: float) -
     )
 
 
-def held_out_pairs(embeddings: torch.Tensor, labels: np.ndarray, count: int, seed: int) -> tuple[PairSet, np.ndarray]:
+def draw_pairs(labels: np.ndarray, count: int, seed: int, families=None) -> PairSet:
+    """Draw balanced pairs with a fixed seed; with ``families``, no pair joins two images of one family.
+
+    Near-duplicates (mirrored or augmented copies) embed close together, so a similar pair
+    of two copies would count as an easy success. Such a pair gets a new partner from the
+    same label, drawn from another family. It keeps its partner only when the label has no
+    other family.
+    """
+    rng = np.random.default_rng(seed)
+    pairs = sample_pairs(labels, count, rng)
+    if families is None:
+        return pairs
+
+    families = np.asarray([str(family) for family in families])
+    labels = np.asarray(labels)
+    if families.shape != labels.shape:
+        raise ValueError(f"expected one family per image, got {families.shape} for labels {labels.shape}")
+
+    second = pairs.second.copy()
+    for index in np.flatnonzero(families[pairs.first] == families[second]):
+        candidates = np.flatnonzero((labels == labels[second[index]]) & (families != families[pairs.first[index]]))
+        if len(candidates):
+            second[index] = rng.choice(candidates)
+    return PairSet(first=pairs.first, second=second, similar=pairs.similar)
+
+
+def held_out_pairs(
+    embeddings: torch.Tensor, labels: np.ndarray, count: int, seed: int, families=None
+) -> tuple[PairSet, np.ndarray]:
     """Draw balanced pairs among (N, D) embeddings of held-out images; returns the pairs and their distances."""
-    pairs = sample_pairs(labels, count, np.random.default_rng(seed))
+    pairs = draw_pairs(labels, count, seed, families)
     first = embeddings[torch.from_numpy(pairs.first)]
     second = embeddings[torch.from_numpy(pairs.second)]
     return pairs, pair_distance(first, second).numpy()
+
+
+def accuracy_threshold(distances: np.ndarray, similar: np.ndarray) -> float:
+    """Return the distance threshold that maximises pair accuracy on (P,) distances and labels.
+
+    Candidates lie midway between consecutive distinct distances (and beyond both ends), so
+    the result never sits on a pair's distance. Of equally accurate thresholds the smallest
+    is returned.
+    """
+    distances = np.asarray(distances, dtype=np.float64)
+    similar = np.asarray(similar).astype(bool)
+    if distances.ndim != 1 or distances.shape != similar.shape or len(distances) == 0:
+        raise ValueError(f"expected two non-empty arrays of shape (P,), got {distances.shape} and {similar.shape}")
+
+    values = np.unique(distances)
+    candidates = np.concatenate([[values[0] / 2], (values[:-1] + values[1:]) / 2, [values[-1] * 2 + 1e-6]])
+    order = np.argsort(distances)
+    sorted_distances, sorted_similar = distances[order], similar[order]
+
+    # Pairs at or below a candidate are predicted similar: correct for similar ones, wrong for the rest.
+    below = np.searchsorted(sorted_distances, candidates, side="right")
+    similar_below = np.concatenate([[0], np.cumsum(sorted_similar)])[below]
+    dissimilar_above = (~similar).sum() - (below - similar_below)
+    correct = similar_below + dissimilar_above
+    return float(candidates[int(np.argmax(correct))])
