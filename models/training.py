@@ -25,6 +25,7 @@ from models.inference import decode_many
 from models.loss import ContrastiveLoss, pair_distance
 from models.pairs import sample_pairs
 from models.preprocess import PreprocessConfig, normalize
+from models.validation import BestEpoch, ValidationSet
 
 logger = logging.getLogger(__name__)
 
@@ -43,13 +44,20 @@ class TrainConfig:
     max_rotation_degrees: float = 10.0
     seed: int = 0
     weights: str = "none"
+    validation_pairs: int = 500
+    select_by: str = "loss"
+    patience: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "pairs_per_epoch", "batch_size"):
+        for name in ("epochs", "pairs_per_epoch", "batch_size", "validation_pairs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.learning_rate <= 0 or self.margin <= 0 or self.threshold <= 0:
             raise ValueError("learning_rate, margin and threshold must be positive")
+        if self.select_by not in ("loss", "accuracy"):
+            raise ValueError(f"select_by must be 'loss' or 'accuracy', got {self.select_by!r}")
+        if self.patience is not None and self.patience < 1:
+            raise ValueError(f"patience must be at least 1 epoch, got {self.patience}")
 
 
 @dataclass
@@ -63,17 +71,26 @@ class EpochStats:
     false_positive: int
     true_negative: int
     false_negative: int
+    validation_loss: float | None = None
+    validation_pair_accuracy: float | None = None
 
 
 @dataclass
 class TrainResult:
-    """What a run produced: the checkpoint, its version and the per-epoch history."""
+    """Output of a training run: the checkpoint, its version, the per-epoch history and the kept epoch.
+
+    ``best_epoch`` is the epoch whose weights the checkpoint holds: the best by validation
+    loss or accuracy when a validation set was given, else the last one.
+    """
 
     checkpoint: Path
     version: str
     weights_origin: str
     history: list[EpochStats] = field(default_factory=list)
     skipped_files: list[tuple[str, str]] = field(default_factory=list)
+    best_epoch: int = 0
+    stopped_early: bool = False
+    curves: Path | None = None
 
 
 def load_training_images(
@@ -103,8 +120,16 @@ def train_siamese(
     preprocess: PreprocessConfig,
     device: torch.device,
     report: Callable[[str], None] = print,
+    validation: ValidationData | None = None,
+    curves: Path | None = None,
 ) -> TrainResult:
-    """Train the embedder on labelled images and write a checkpoint to ``out``."""
+    """Train the embedder on labelled images and write a checkpoint to ``out``.
+
+    With ``validation``, every epoch ends with the validation loss and pair accuracy, the
+    checkpoint keeps the best epoch's weights (by ``config.select_by``), and training stops
+    after ``config.patience`` epochs without improvement. ``curves`` names a PNG of the
+    per-epoch loss and accuracy.
+    """
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
@@ -118,19 +143,31 @@ def train_siamese(
     report(f"decoding {len(paths)} training images at {preprocess.image_size} px ({preprocess.resize_mode})")
     images, kept, skipped = load_training_images(paths, preprocess)
     labels = labels_all[kept]
+    validation_set = _load_validation(validation, config, preprocess, report) if validation else None
 
     optimizer = torch.optim.Adam(embedder.parameters(), lr=config.learning_rate)
     criterion = ContrastiveLoss(margin=config.margin)
     history: list[EpochStats] = []
+    tracker = BestEpoch(config.select_by, config.patience)
 
     for epoch in range(1, config.epochs + 1):
         pairs = sample_pairs(labels, config.pairs_per_epoch, rng)
         stats = _run_epoch(embedder, images, pairs, config, preprocess, criterion, optimizer, generator, device, epoch)
+        if validation_set is not None:
+            result = validation_set.evaluate(embedder, preprocess, criterion, config.threshold, device)
+            stats.validation_loss = result.loss
+            stats.validation_pair_accuracy = result.metrics.accuracy
         history.append(stats)
-        report(
-            f"epoch {epoch}/{config.epochs}: loss {stats.loss:.4f}, pair accuracy {stats.pair_accuracy:.3f} "
-            f"(TP {stats.true_positive}, FP {stats.false_positive}, TN {stats.true_negative}, FN {stats.false_negative})"
-        )
+        report(_describe_epoch(stats, config.epochs))
+
+        if tracker.update(stats, embedder):
+            report(f"early stop: no validation {config.select_by} improvement for {config.patience} epochs")
+            break
+
+    if tracker.best_state is not None:
+        embedder.load_state_dict(tracker.best_state)
+        report(f"keeping epoch {tracker.best_epoch} (best validation {config.select_by})")
+    best_epoch = tracker.best_epoch or history[-1].epoch
 
     embedder.eval()
     metadata: dict[str, Any] = {
@@ -140,9 +177,57 @@ def train_siamese(
         "train_config": asdict(config),
         "history": [asdict(item) for item in history],
         "training_images": {"positive": int(labels.sum()), "negative": int((labels == 0).sum())},
+        "selection": {
+            "rule": f"validation {config.select_by}" if validation_set is not None else "last epoch",
+            "best_epoch": best_epoch,
+            "stopped_early": tracker.stopped,
+        },
     }
+    if validation_set is not None:
+        metadata["validation_images"] = {
+            "positive": int(validation_set.labels.sum()), "negative": int((validation_set.labels == 0).sum())
+        }
     version = save_checkpoint(out, embedder, preprocess, threshold=config.threshold, metadata=metadata)
-    return TrainResult(checkpoint=out, version=version, weights_origin=origin.describe(), history=history, skipped_files=skipped)
+
+    if curves is not None:
+        from models.plots import plot_training_curves
+
+        plot_training_curves(history, curves, best_epoch=best_epoch)
+        report(f"wrote training curves to {curves}")
+    return TrainResult(
+        checkpoint=out, version=version, weights_origin=origin.describe(), history=history, skipped_files=skipped,
+        best_epoch=best_epoch, stopped_early=tracker.stopped, curves=curves,
+    )
+
+
+@dataclass(frozen=True)
+class ValidationData:
+    """Validation images by label, with optional family ids (one per positive, then one per negative)."""
+
+    positive_paths: Sequence[Path]
+    negative_paths: Sequence[Path]
+    families: Sequence[str] | None = None
+
+
+def _load_validation(validation: ValidationData, config: TrainConfig, preprocess: PreprocessConfig, report) -> ValidationSet:
+    paths = list(validation.positive_paths) + list(validation.negative_paths)
+    labels = np.array([1] * len(validation.positive_paths) + [0] * len(validation.negative_paths))
+    report(f"decoding {len(paths)} validation images")
+    images, kept, _ = load_training_images(paths, preprocess)
+    families = None if validation.families is None else [validation.families[index] for index in kept]
+
+    # A seed apart from the training pairs' keeps the validation pairs fixed whatever the epoch count.
+    return ValidationSet(images, labels[kept], config.validation_pairs, config.seed + 1_000_003, families)
+
+
+def _describe_epoch(stats: EpochStats, epochs: int) -> str:
+    line = (
+        f"epoch {stats.epoch}/{epochs}: loss {stats.loss:.4f}, pair accuracy {stats.pair_accuracy:.3f} "
+        f"(TP {stats.true_positive}, FP {stats.false_positive}, TN {stats.true_negative}, FN {stats.false_negative})"
+    )
+    if stats.validation_loss is not None:
+        line += f"; validation loss {stats.validation_loss:.4f}, pair accuracy {stats.validation_pair_accuracy:.3f}"
+    return line
 
 
 def _run_epoch(embedder, images, pairs, config, preprocess, criterion, optimizer, generator, device, epoch) -> EpochStats:
