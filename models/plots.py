@@ -31,6 +31,8 @@ def plot_training_curves(history: Sequence, out: Path, best_epoch: int | None = 
         axis.set_title(title)
         axis.grid(alpha=0.3)
         axis.legend()
+    # The first epoch from random weights starts orders of magnitude higher than the rest.
+    loss_axis.set_yscale("log")
     accuracy_axis.set_ylim(0.0, 1.0)
     return _save(figure, out)
 
