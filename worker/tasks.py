@@ -33,6 +33,23 @@ class AckAfterCommitBatches(Batches):
 
     abstract = True
 
+    def Strategy(self, task, app, consumer):
+        """Build the message handler, and restart the flush timer that a lost broker connection removed.
+
+        Celery 5.6 clears the event loop's timers when the broker connection is lost and builds
+        every task's strategy again once it reconnects. celery-batches 0.11 starts its flush
+        timer only while ``_tref`` is None, so without this a reconnected worker flushed only
+        full batches, and a part-filled one waited for more jobs or the visibility timeout.
+        """
+        handler = super().Strategy(task, app, consumer)
+        if self._tref is not None:
+            self._tref.cancel()
+            self._tref = None
+        if self._buffer.qsize() or self._pending.qsize():
+            # Jobs buffered before the connection was lost still need a flush.
+            self._tref = consumer.timer.call_repeatedly(self.flush_interval, self._do_flush)
+        return handler
+
     def flush(self, requests):
         serializable = ([SimpleRequest.from_request(request) for request in requests],)
 
