@@ -32,6 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.chaos_faults import KILL_FRACTIONS  # noqa: E402
 from bench.chaos_proxy import TcpProxy  # noqa: E402
 from bench.chaos_redis import PrivateRedis  # noqa: E402
 from bench.chaos_workers import WorkerPool, free_port  # noqa: E402
@@ -40,9 +41,6 @@ logger = logging.getLogger("chaos")
 
 POSTGRES_PORT = 5432
 QUEUE = "cargoscan.scans"
-# A kill waits for jobs in flight, checking this often and this many times.
-KILL_RETRY_DELAY_S = 0.2
-KILL_MAX_TRIES = 50
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -67,6 +65,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not 0 <= args.bad_scans <= args.scans:
         parser.error("--bad-scans must be between 0 and --scans")
+    if not 0 <= args.kills <= len(KILL_FRACTIONS):
+        parser.error(f"--kills must be between 0 and {len(KILL_FRACTIONS)}")
     if args.visibility_timeout_s < 10:
         parser.error("--visibility-timeout-s must be at least 10, the minimum of CARGOSCAN_VISIBILITY_TIMEOUT_S")
     return args
@@ -172,6 +172,7 @@ class ChaosRun:
         }
 
     def _timeline(self, chunks: list[Path], producer_database, monitor_database):
+        from bench.chaos_faults import Faults
         from bench.chaos_timeline import Timeline, submit_chunk
 
         args = self.args
@@ -179,56 +180,8 @@ class ChaosRun:
         for index, chunk in enumerate(chunks):
             timeline.add(index * args.submit_interval_s, f"submit {chunk.name}", submit_chunk(producer_database, chunk, QUEUE, timeline.figures))
 
-        # Each fault comes shortly after a chunk's submission, so it meets jobs that workers
-        # have fetched but not finished. The chunks are at fixed fractions of the submissions.
-        def after_chunk(fraction: float, delay_s: float) -> float:
-            return min(round(fraction * len(chunks)), len(chunks) - 1) * args.submit_interval_s + delay_s
-
-        kill_fractions = [0.15, 0.7, 0.88, 0.4, 0.95][: args.kills]
-        for number, fraction in enumerate(sorted(kill_fractions), start=1):
-            timeline.add(
-                after_chunk(fraction, 0.2), f"kill worker {number} of {args.kills}", self._kill_action(timeline),
-                retry_delay_s=KILL_RETRY_DELAY_S, max_tries=KILL_MAX_TRIES,
-            )
-        redis_crash_s = after_chunk(0.3, 0.5)
-        timeline.add(redis_crash_s, "crash Redis", self.redis.crash)
-        timeline.add(redis_crash_s + args.redis_down_s, "start Redis again", self.redis.start)
-        outage_s = after_chunk(0.5, 0.3)
-        timeline.add(outage_s, f"database outage for {args.db_outage_s:.0f} s", self.proxy.begin_outage)
-        timeline.add(outage_s + args.db_outage_s, "end database outage", self.proxy.end_outage)
+        Faults(timeline, self.pool, self.redis, self.proxy, args).schedule(len(chunks))
         return timeline
-
-    def _kill_action(self, timeline):
-        """Return an action that kills the busiest ready worker once jobs are in flight, and starts a replacement.
-
-        It returns False, to be tried again shortly, while the broker has no unacknowledged job,
-        because a kill would then lose nothing. After KILL_MAX_TRIES it kills all the same.
-        """
-        tries = 0
-
-        def action() -> bool:
-            nonlocal tries
-            tries += 1
-            depth = timeline.broker_depth()
-            in_flight = depth is not None and depth["unacked"] > 0
-            if not in_flight and tries < KILL_MAX_TRIES:
-                return False
-            ready = [worker for worker in self.pool.live() if " ready." in worker.log_text()]
-            if not ready:
-                logger.warning("no ready worker to kill; skipping this kill")
-                return True
-            self._kill(timeline, self.pool.busiest(ready))
-            return True
-
-        return action
-
-    def _kill(self, timeline, victim) -> None:
-        timeline.expect_exit(victim.process.pid)
-        depth = timeline.broker_depth()
-        self.pool.kill(victim)
-        timeline.figures.kills.append(f"{victim.name} while the broker held {depth}")
-        logger.info("killed %s while the broker held %s; starting a replacement", victim.name, depth)
-        self.pool.start()
 
     def _resend(self, producer_database, monitor_database) -> list[tuple[int, str]]:
         """Send the jobs of all queued scans again, as `cargoscan resend-stale --older-than-s 0` does.

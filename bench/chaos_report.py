@@ -55,7 +55,7 @@ def _setup_lines(run, total_s: float, figures) -> list[str]:
         f"  time:             {total_s:.0f} s in all; submissions and faults {figures.submission_s:.0f} s, "
         f"all scans settled at {settled}",
     ]
-    lines += [f"  killed:           {note}" for note in figures.kills]
+    lines += [f"  fault:            {note}" for note in figures.faults]
     return lines
 
 

@@ -39,7 +39,7 @@ class TimelineFigures:
     resent: list[tuple[int, str]] = field(default_factory=list)
     resend_rounds: int = 0
     unexpected_exits: list[str] = field(default_factory=list)
-    kills: list[str] = field(default_factory=list)
+    faults: list[str] = field(default_factory=list)
     submission_s: float = 0.0
     settled_s: float | None = None
     broker_left: int | None = None
