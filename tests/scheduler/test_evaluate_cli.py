@@ -196,12 +196,14 @@ def test_tip_builds_labelled_set(tmp_path, capsys):
     entries = read_manifest(tmp_path / "tip" / "manifest.json")
     positives = [entry for entry in entries if entry.label == "positive"]
     negatives = [entry for entry in entries if entry.label == "negative"]
-    assert len(positives) == 4 and len(negatives) == 4
+    assert len(positives) == 4
+    assert len(negatives) == 4
     assert {entry.extra["source"] for entry in positives}.isdisjoint(entry.extra["source"] for entry in negatives)
     for entry in positives:
         x0, y0, x1, y1 = entry.extra["box"]
         with Image.open(entry.path) as image:
-            assert 0 <= x0 < x1 <= image.width and 0 <= y0 < y1 <= image.height
+            assert 0 <= x0 < x1 <= image.width
+            assert 0 <= y0 < y1 <= image.height
 
 
 def test_tip_splits_by_source_scan(tmp_path):
@@ -212,7 +214,8 @@ def test_tip_splits_by_source_scan(tmp_path):
     entries = read_manifest(tmp_path / "tip" / "manifest.json")
     for split in ("train", "validation", "test"):
         labels = sorted(entry.label for entry in entries if entry.split == split)
-        assert labels.count("positive") >= 1 and labels.count("negative") >= 1, split
+        assert labels.count("positive") >= 1, split
+        assert labels.count("negative") >= 1, split
 
 
 def test_tip_negative_matches_source(tmp_path):
