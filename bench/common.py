@@ -133,9 +133,17 @@ def real_scan_sets(limit: int | None = None) -> dict[str, list[Path]]:
         return {}
     sets = {name: list_scan_files(DATA_ROOT / name) for name in ("sixray", "cargo")}
     if limit is not None:
-        # A spread over the sorted list, so a subset still mixes positives and negatives.
-        sets = {name: paths[:: max(1, len(paths) // limit)][:limit] for name, paths in sets.items()}
+        sets = {name: _spread(paths, limit) for name, paths in sets.items()}
     return sets
+
+
+def _spread(paths: list[Path], limit: int) -> list[Path]:
+    # Evenly spaced over the sorted list, so a subset mixes every subfolder (positives and
+    # negatives, the cargo categories) in proportion.
+    if len(paths) <= limit:
+        return paths
+    positions = np.linspace(0, len(paths) - 1, limit).round().astype(int)
+    return [paths[position] for position in positions]
 
 
 def make_checkpoint(folder: Path, image_size: int) -> Path:

@@ -2,7 +2,7 @@
 
 Run from the repository root with the project's virtual environment:
 
-    .venv/bin/python bench/throughput.py            # full run, about 10 to 15 minutes on 2 cores
+    .venv/bin/python bench/throughput.py            # full run, about 15 minutes on 2 idle cores
     .venv/bin/python bench/throughput.py --quick    # smaller inputs, a few minutes
     .venv/bin/python bench/throughput.py --sections forward,exemplars
 
@@ -76,6 +76,9 @@ def _parse_arguments() -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="smaller inputs in every section (a few minutes in all)")
     parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated sections to run; default: {','.join(SECTIONS)}")
     parser.add_argument("--batch-size", type=int, default=32, help="batch size of the pipeline and Celery sections (default 32)")
+    parser.add_argument(
+        "--scans-per-set", type=int, help="real scans per data set (sixray, cargo) in the pipeline and Celery sections; default 256, 48 with --quick"
+    )
     parser.add_argument("--output", help="also write the Markdown tables to this file")
     return parser.parse_args()
 
@@ -133,7 +136,7 @@ def _run_section(name: str, quick: bool, workdir: Path, ratios: dict, forward: d
             memory_bench.run(table, workdir, scans, timeout_s=600)
         return [table.render()]
 
-    scan_sets = real_scan_sets(limit=64 if quick else None)
+    scan_sets = real_scan_sets(limit=arguments.scans_per_set or (48 if quick else 256))
     if not scan_sets:
         return [f"### {name}\n\nskipped: real scans not found at {DATA_ROOT}\n"]
 
@@ -174,7 +177,7 @@ def _decode_sections(scan_sets, quick: bool, forward: dict, min_seconds: float) 
     from bench import decode_bench
     from bench.forward_bench import forward_images_per_second
 
-    sample = {name: paths[: 24 if quick else 64] for name, paths in scan_sets.items()}
+    sample = {name: paths[: 16 if quick else 32] for name, paths in scan_sets.items()}
     columns = ["scans", "count", "full decode ms", "draft decode ms", "grey check ms", "reduced by draft", "forward ms/image", "ceiling"]
     with section("CPU cost per scan on one thread, 224x224 target", columns) as costs:
         decode_bench.run_costs(costs, sample)
