@@ -11,7 +11,7 @@ logger = logging.getLogger(__name__)
 # times, because a fault that meets idle workers tests nothing. After that it runs anyway.
 BUSY_RETRY_DELAY_S = 0.2
 BUSY_MAX_TRIES = 50
-# Where the kills fall, as fractions of the submission span; the first --kills are used.
+# Kill times as fractions of the submission span, of which the run uses the first --kills.
 KILL_FRACTIONS = (0.15, 0.7, 0.88, 0.4, 0.95)
 REDIS_CRASH_FRACTION = 0.3
 DATABASE_OUTAGE_FRACTION = 0.5
