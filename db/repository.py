@@ -107,6 +107,22 @@ def requeue_scans(session: Session, scan_ids: Sequence[int]) -> None:
         )
 
 
+def lock_scans(session: Session, scan_ids: Sequence[int]) -> None:
+    """Hold the scans' rows (PostgreSQL) or the database's write lock (SQLite) until commit.
+
+    Rows are locked in id order, so two transactions over overlapping batches wait for
+    each other instead of deadlocking.
+    """
+    ids = sorted(set(scan_ids))
+    if not ids:
+        return
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(Scan.id).where(Scan.id.in_(ids)).order_by(Scan.id).with_for_update())
+    else:
+        # SQLite has no row locks; any write takes the database's single write lock.
+        session.execute(update(Scan).where(Scan.id.in_(ids)).values(updated_at=Scan.updated_at))
+
+
 def begin_attempts(session: Session, scan_ids: Sequence[int]) -> dict[int, int]:
     """Count one more delivery of each scan; returns scan id -> deliveries not yet finished, this one included."""
     ids = list(dict.fromkeys(scan_ids))

@@ -167,6 +167,9 @@ def _scored_rows(jobs, decoded, good, verdicts, embeddings, embedding_dtype) -> 
 def _write(session_factory, screener, scored_rows, failed_rows, report) -> list[datetime]:
     with session_factory.begin() as session:
         ids = [row.scan_id for row in scored_rows] + [row.scan_id for row in failed_rows]
+        # Locking the scans first makes the redelivery check below and the upsert one atomic
+        # step, so two overlapping deliveries of a scan cannot both count as its first outcome.
+        repository.lock_scans(session, ids)
         known = repository.existing_scan_ids(session, ids)
         unknown = sorted(set(ids) - known)
         if unknown:

@@ -119,3 +119,32 @@ def test_result_records_nearest_exemplars(enrolled_database, scan_folder):
     assert result.flagged is True  # the tiny checkpoint's threshold is huge
     assert result.model_version_id == screener.model_version_id
     screener.close()
+
+
+def test_overlapping_deliveries_counted_once(enrolled_database, scan_folder, monkeypatch):
+    import threading
+    import time
+
+    jobs = _jobs(enrolled_database, sorted(scan_folder.glob("*.png"))[:1])
+    screener = _screener(enrolled_database, scan_folder)
+    real_check = repository.scans_with_result
+
+    def slow_check(*args, **kwargs):
+        # Widens the window between the redelivery check and the upsert.
+        found = real_check(*args, **kwargs)
+        time.sleep(1.0)
+        return found
+
+    monkeypatch.setattr(repository, "scans_with_result", slow_check)
+    reports = []
+    threads = [threading.Thread(target=lambda: reports.append(screen_batch(screener, enrolled_database.sessions, jobs))) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+
+    first_outcomes = [report for report in reports if jobs[0].scan_id not in report.repeated]
+    assert len(reports) == 2
+    assert len(first_outcomes) == 1
+    assert _result_count(enrolled_database) == 1
+    screener.close()
