@@ -31,5 +31,8 @@ def resolve_scan_path(uri: str, scan_root: Path | None) -> Path:
     root = scan_root.resolve()
     resolved = (root / path).resolve() if not path.is_absolute() else path.resolve()
     if not resolved.is_relative_to(root):
-        raise ScanReadError(f"path is outside the scan root {root}")
+        raise ScanReadError(
+            f"path is outside the scan root {root} (symbolic links are followed before this check); "
+            "set CARGOSCAN_SCAN_ROOT to a folder that contains the real files"
+        )
     return resolved
