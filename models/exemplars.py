@@ -59,12 +59,15 @@ class ExemplarIndex:
             raise ValueError(f"expected {embeddings.shape[0]} exemplar ids, got shape {ids.shape}")
 
         self.embeddings = embeddings.detach().to("cpu", torch.float32).contiguous()
-        if not torch.isfinite(self.embeddings).all():
-            raise ValueError("exemplar embeddings contain NaN or infinite values; enroll the exemplar set again")
         self.ids = ids
         self._squared_norms = torch.cat(
             [(chunk.double() ** 2).sum(dim=1) for chunk in self.embeddings.split(_EXACT_CHUNK_ROWS)]
         )
+
+        # A float64 sum of squared float32 values is finite exactly when every value is, and
+        # testing it avoids torch.isfinite's temporaries the size of the whole matrix.
+        if not torch.isfinite(self._squared_norms).all():
+            raise ValueError("exemplar embeddings contain NaN or infinite values; enroll the exemplar set again")
 
         self._approximate: _ApproximateSearch | None = None
         if len(self) >= approximate_min_exemplars:

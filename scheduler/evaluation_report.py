@@ -115,6 +115,13 @@ def _screening_section(results: dict[str, Any]) -> list[str]:
             f"| {_rate(metrics['at_5_percent']['detection'])} | {_rate(metrics['at_90_percent_detection']['false_alarm'])} |"
         )
 
+    negatives = results["screening"]["nearest_positive"]["negatives"]
+    lines += [
+        "",
+        f"With {negatives} negative test scans the smallest non-zero false-alarm rate is 1/{negatives} "
+        f"({1 / negatives:.1%}), so a rate below that can only be met with no false alarm at all.",
+    ]
+
     thresholds = results["thresholds"]
     given = thresholds["given"]
     lines += [
