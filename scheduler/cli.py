@@ -15,6 +15,7 @@ logger = logging.getLogger("cargoscan")
 
 def main(argv: list[str] | None = None) -> int:
     parser = _build_parser()
+    _accept_db_everywhere(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -39,6 +40,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _accept_db_everywhere(parser: argparse.ArgumentParser) -> None:
+    """Let ``--db`` follow the subcommand too (``cargoscan results --db URL``)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for subparser in action.choices.values():
+                if "--db" not in subparser._option_string_actions:
+                    # SUPPRESS keeps a subcommand from resetting a --db given before it.
+                    subparser.add_argument("--db", default=argparse.SUPPRESS, help="database URL (as before the command)")
+                _accept_db_everywhere(subparser)
 
 
 def _build_parser() -> argparse.ArgumentParser:

@@ -21,8 +21,14 @@ def _settings(**overrides):
     return Settings(**{key: value for key, value in overrides.items() if value is not None})
 
 
-def _open(url: str):
+def _open(url: str, must_exist: bool = False):
     from db.database import open_database
+    from db.engine import normalize_url
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(normalize_url(url))
+    if must_exist and parsed.get_backend_name() == "sqlite" and parsed.database and not Path(parsed.database).is_file():
+        raise UserError(f"database file {parsed.database} does not exist; check the --db path")
 
     try:
         return open_database(url)
@@ -182,7 +188,7 @@ def run_results(args) -> int:
     from scheduler.results import format_csv, format_json, format_table
     from worker.settings import Settings
 
-    database = _open(Settings().database_url)
+    database = _open(Settings().database_url, must_exist=True)
     try:
         with database.sessions() as session:
             rows = repository.list_results(session, limit=args.limit, flagged_only=args.flagged_only)

@@ -87,7 +87,7 @@ def run_demo(out: Path, config: DemoConfig = DemoConfig(), report=print) -> dict
         f"held-out queue: {figures['flagged_positives']:.0f} of {figures['positives']:.0f} positives flagged, "
         f"{figures['flagged_negatives']:.0f} of {figures['negatives']:.0f} negatives flagged"
     )
-    report(f"list the verdicts with: cargoscan results --db {database_url}")
+    report(f"list the verdicts with: cargoscan --db {database_url} results")
     return {"scanned": summary.scanned, "flagged": summary.flagged, "failed": summary.failed, **figures}
 
 

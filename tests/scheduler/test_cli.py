@@ -112,10 +112,24 @@ def test_enroll_rejects_bad_checkpoint(tmp_path, exemplar_folders, sqlite_url, c
 def test_unreachable_database_fails(tmp_path, capsys):
     url = f"sqlite:///{tmp_path / 'missing-dir' / 'x.db'}"
 
-    status = main(["--db", url, "results"])
+    status = main(["--db", url, "db", "upgrade"])
 
     assert status == 2
     assert "cannot open database" in capsys.readouterr().err
+
+
+def test_results_rejects_missing_sqlite_file(tmp_path, capsys):
+    status = main(["results", "--db", f"sqlite:///{tmp_path / 'typo.db'}"])
+
+    assert status == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "typo.db").exists()
+
+
+def test_db_option_after_command(sqlite_url, capsys):
+    assert main(["db", "upgrade", "--db", sqlite_url]) == 0
+    assert main(["results", "--db", sqlite_url]) == 0
+    assert "no scans recorded" in capsys.readouterr().out
 
 
 def test_db_upgrade_reports_revision(sqlite_url, capsys):
