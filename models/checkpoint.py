@@ -8,6 +8,7 @@ scans the same way. Files are read with ``weights_only=True``, so loading never 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import pickle
 import tempfile
@@ -73,7 +74,12 @@ def save_checkpoint(
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(handle)
     try:
-        torch.save(payload, temporary)
+        # Serialising to memory gives the archive a fixed inner folder name; torch.save to a
+        # path names it after the (random) temporary file, so equal weights hashed differently.
+        buffer = io.BytesIO()
+        torch.save(payload, buffer)
+        with open(temporary, "wb") as stream:
+            stream.write(buffer.getvalue())
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):

@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     torch_compile: bool = Field(False, description="CUDA only: compile the embedder with torch.compile on its first batch")
 
     exemplar_set_id: int | None = Field(None, description="Exemplar set to screen against; unset uses the newest")
-    threshold: float | None = Field(None, gt=0, description="Decision threshold; unset uses the checkpoint's")
+    threshold: float | None = Field(None, gt=0, description="Decision threshold; unset uses the one stored with the model version (calibrated or the checkpoint's)")
     approximate_index_min_exemplars: int = Field(
         100_000, ge=1, description="Exemplars of one class from which a faiss index proposes candidates for exact re-ranking"
     )

@@ -212,3 +212,19 @@ def test_garbage_file_rejected(tmp_path, content):
     path.write_bytes(content)
     with pytest.raises(CheckpointError):
         load_checkpoint(path)
+
+
+def test_equal_weights_same_version(tmp_path):
+    import torch
+
+    from models.checkpoint import save_checkpoint
+    from models.embedder import SiameseEmbedder
+    from models.preprocess import PreprocessConfig
+
+    torch.manual_seed(0)
+    embedder = SiameseEmbedder().eval()
+
+    first = save_checkpoint(tmp_path / "a.pt", embedder, PreprocessConfig(image_size=32))
+    second = save_checkpoint(tmp_path / "b.pt", embedder, PreprocessConfig(image_size=32))
+
+    assert first == second
