@@ -267,7 +267,7 @@ def write_batch(
 
 
 def _size_update(scored: Sequence[ScoredScan], field: str, column):
-    # Rescoring from stored embeddings knows no image size; those rows keep the stored one.
+    # Rescoring from stored embeddings has no image size, so those rows keep the stored one.
     sizes = {item.scan_id: getattr(item, field) for item in scored if getattr(item, field) is not None}
     return case(sizes, value=Scan.id, else_=column) if sizes else column
 

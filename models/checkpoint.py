@@ -74,8 +74,8 @@ def save_checkpoint(
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(handle)
     try:
-        # Serialising to memory gives the archive a fixed inner folder name; torch.save to a
-        # path names it after the (random) temporary file, so equal weights hashed differently.
+        # Serialising to memory gives the archive a fixed inner folder name. torch.save to a
+        # path names it after the random temporary file, so equal weights hashed differently.
         buffer = io.BytesIO()
         torch.save(payload, buffer)
         with open(temporary, "wb") as stream:

@@ -35,7 +35,7 @@ class SiameseEmbedder(nn.Module):
 
 @dataclass(frozen=True)
 class WeightsOrigin:
-    """Where the starting weights came from, recorded in the checkpoint and printed."""
+    """The origin of the starting weights, recorded in the checkpoint and printed."""
 
     kind: str
     detail: str

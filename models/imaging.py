@@ -248,8 +248,8 @@ def _is_grey_content(rgb: np.ndarray) -> bool:
     sample = rgb[::step, ::step]
     red, green, blue = sample[..., 0], sample[..., 1], sample[..., 2]
 
-    # Pairwise channel differences give the same answer as max - min over the channel axis,
-    # and NumPy reduces them several times faster than a reduction over a length-3 axis.
+    # Pairwise channel differences give the same decision as max - min over the channel axis.
+    # NumPy reduces them several times faster than it reduces a length-3 axis.
     for first, second in ((red, green), (red, blue), (green, blue)):
         if float(np.abs(first - second).max()) > _GREY_TOLERANCE:
             return False

@@ -22,7 +22,7 @@ class PairSet:
 def sample_pairs(labels: np.ndarray, count: int, rng: np.random.Generator) -> PairSet:
     """Draw ``count`` pairs: half similar (positive-positive or negative-negative), half dissimilar.
 
-    ``labels`` holds 1 for positives and 0 for negatives. Similar pairs split evenly between
+    ``labels`` contains 1 for positives and 0 for negatives. Similar pairs split evenly between
     the two classes, and the two images of a pair are always different images.
     """
     labels = np.asarray(labels)

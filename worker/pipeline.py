@@ -40,7 +40,7 @@ class ScanJob:
 
 @dataclass
 class BatchReport:
-    """What happened to one batch, for the caller's summary and for metrics."""
+    """The outcome of one batch, for the caller's summary and for metrics."""
 
     size: int
     scored: list[tuple[int, bool, float]] = field(default_factory=list)

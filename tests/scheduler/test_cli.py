@@ -81,7 +81,8 @@ def test_evaluate_prints_confusion(trained, exemplar_folders, capsys):
     output = capsys.readouterr().out
     assert status == 0
     assert "pair accuracy" in output
-    assert "TP" in output and "FN" in output
+    assert "TP" in output
+    assert "FN" in output
 
 
 def test_screen_without_exemplars_fails(scan_folder, sqlite_url, capsys):
