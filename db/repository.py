@@ -130,6 +130,11 @@ def begin_attempts(session: Session, scan_ids: Sequence[int]) -> dict[int, int]:
     return dict(session.execute(select(Scan.id, Scan.attempts).where(Scan.id.in_(ids))).tuples().all())
 
 
+def unfinished_attempts(session: Session, scan_ids: Sequence[int]) -> dict[int, int]:
+    """Return scan id -> deliveries counted so far that did not finish (0 for a settled scan)."""
+    return dict(session.execute(select(Scan.id, Scan.attempts).where(Scan.id.in_(list(scan_ids)))).tuples().all())
+
+
 def scans_with_result(session: Session, scan_ids: Sequence[int], model_version_id: int, exemplar_set_id: int) -> set[int]:
     """Return the scans among ``scan_ids`` that already have a result from this pair."""
     return set(

@@ -28,20 +28,18 @@ class Triage:
 
 
 def triage(runtime, jobs: Sequence[ScanJob], max_attempts: int) -> Triage:
-    """Count this delivery of every job and sort the jobs by how often they were tried."""
-    screener = runtime.screener
+    """Sort the jobs by how many earlier deliveries of their scan did not finish.
 
-    def count() -> dict[int, int]:
-        with runtime.database.sessions.begin() as session:
-            return repository.begin_attempts(session, [job.scan_id for job in jobs])
-
-    attempts = run_with_db_retry(count, screener.db_retry_attempts, screener.db_retry_initial_delay_s)
+    Nothing is counted here: a retried scan's delivery is counted only when its own turn
+    to be screened alone comes, so scans queued behind a crashing one keep their budget.
+    """
+    unfinished = _with_db_retry(runtime, lambda session: repository.unfinished_attempts(session, [job.scan_id for job in jobs]))
     sorted_jobs = Triage()
     for job in jobs:
-        tries = attempts.get(job.scan_id, 1)
-        if tries > max_attempts:
-            sorted_jobs.exhausted.append((job, tries - 1))
-        elif tries > 1:
+        earlier = unfinished.get(job.scan_id, 0)
+        if earlier >= max_attempts:
+            sorted_jobs.exhausted.append((job, earlier))
+        elif earlier > 0:
             sorted_jobs.retried.append(job)
         else:
             sorted_jobs.fresh.append(job)
@@ -51,18 +49,49 @@ def triage(runtime, jobs: Sequence[ScanJob], max_attempts: int) -> Triage:
 def screen_jobs(runtime, jobs: Sequence[ScanJob], max_attempts: int) -> list[BatchReport]:
     """Screen fresh jobs as one batch and retried ones one at a time; fail the exhausted ones."""
     sorted_jobs = triage(runtime, jobs, max_attempts)
-    screener = runtime.screener
-    sessions = runtime.database.sessions
     reports = []
 
     if sorted_jobs.exhausted:
         reports.append(_fail_exhausted(runtime, sorted_jobs.exhausted, max_attempts))
-    if sorted_jobs.fresh:
-        reports.append(screen_batch(screener, sessions, sorted_jobs.fresh))
+
+    counted = _count_delivery(runtime, sorted_jobs.fresh)
+    batch = [job for job in sorted_jobs.fresh if counted.get(job.scan_id, 1) == 1]
+    if batch:
+        reports.append(screen_batch(runtime.screener, runtime.database.sessions, batch))
+
+    # A fresh scan counted above 1 was also being delivered to another worker (a redelivery
+    # racing this one), so it is treated like a retried scan that has been counted already.
+    for job in sorted_jobs.fresh:
+        if counted.get(job.scan_id, 1) > 1:
+            reports.append(_screen_alone(runtime, job, counted[job.scan_id], max_attempts))
     for job in sorted_jobs.retried:
-        logger.warning("screening scan %d alone: an earlier delivery did not finish", job.scan_id)
-        reports.append(screen_batch(screener, sessions, [job]))
+        tries = _count_delivery(runtime, [job]).get(job.scan_id, 1)
+        reports.append(_screen_alone(runtime, job, tries, max_attempts))
     return reports
+
+
+def _screen_alone(runtime, job: ScanJob, tries: int, max_attempts: int) -> BatchReport:
+    if tries > max_attempts:
+        return _fail_exhausted(runtime, [(job, tries - 1)], max_attempts)
+
+    logger.warning("screening scan %d alone: an earlier delivery did not finish", job.scan_id)
+    return screen_batch(runtime.screener, runtime.database.sessions, [job])
+
+
+def _count_delivery(runtime, jobs: Sequence[ScanJob]) -> dict[int, int]:
+    if not jobs:
+        return {}
+    return _with_db_retry(runtime, lambda session: repository.begin_attempts(session, [job.scan_id for job in jobs]))
+
+
+def _with_db_retry(runtime, work):
+    screener = runtime.screener
+
+    def run_in_transaction():
+        with runtime.database.sessions.begin() as session:
+            return work(session)
+
+    return run_with_db_retry(run_in_transaction, screener.db_retry_attempts, screener.db_retry_initial_delay_s)
 
 
 def _fail_exhausted(runtime, exhausted: list[tuple[ScanJob, int]], max_attempts: int) -> BatchReport:
@@ -78,9 +107,8 @@ def _fail_exhausted(runtime, exhausted: list[tuple[ScanJob, int]], max_attempts:
     for job, unfinished in exhausted:
         logger.error("scan %d failed after %d unfinished deliveries", job.scan_id, unfinished)
 
-    def write() -> None:
-        with runtime.database.sessions.begin() as session:
-            repository.write_batch(session, screener.model_version_id, screener.exemplar_set_id, screener.threshold, [], failed)
-
-    run_with_db_retry(write, screener.db_retry_attempts, screener.db_retry_initial_delay_s)
+    _with_db_retry(
+        runtime,
+        lambda session: repository.write_batch(session, screener.model_version_id, screener.exemplar_set_id, screener.threshold, [], failed),
+    )
     return BatchReport(size=len(failed), failed=[(item.scan_id, item.reason) for item in failed])
