@@ -50,13 +50,13 @@ def _scan(database, scan_id: int) -> Scan:
         return session.get(Scan, scan_id)
 
 
-def test_scans_behind_a_crashing_scan_keep_their_budget(runtime, enrolled_database, scan_folder, monkeypatch):
+def test_scans_behind_crash_keep_budget(runtime, enrolled_database, scan_folder, monkeypatch):
     jobs = _jobs(enrolled_database, sorted(scan_folder.glob("*.png"))[:5])
     poison = jobs[0]
     _crash_on(monkeypatch, poison)
 
-    # The first delivery crashes the whole batch; the second crashes on the poison scan,
-    # screened alone before the others get their turn.
+    # The first delivery crashes the whole batch. The second crashes on the poison scan,
+    # which is screened alone before the others get their turn.
     for _ in range(2):
         with pytest.raises(WorkerCrashed):
             attempts.screen_jobs(runtime, jobs, max_attempts=2)
@@ -71,7 +71,7 @@ def test_scans_behind_a_crashing_scan_keep_their_budget(runtime, enrolled_databa
     assert sum(len(report.scored) for report in reports) == 4
 
 
-def test_scan_counted_by_a_racing_delivery_is_screened_alone(runtime, enrolled_database, scan_folder, monkeypatch):
+def test_raced_scan_screened_alone(runtime, enrolled_database, scan_folder, monkeypatch):
     jobs = _jobs(enrolled_database, sorted(scan_folder.glob("*.png"))[:3])
     raced = jobs[1]
     unfinished = repository.unfinished_attempts
@@ -85,7 +85,12 @@ def test_scan_counted_by_a_racing_delivery_is_screened_alone(runtime, enrolled_d
     monkeypatch.setattr(repository, "unfinished_attempts", counted_elsewhere)
     batches = []
     screen_batch = attempts.screen_batch
-    monkeypatch.setattr(attempts, "screen_batch", lambda screener, sessions, batch: batches.append(batch) or screen_batch(screener, sessions, batch))
+
+    def recording(screener, sessions, batch):
+        batches.append(batch)
+        return screen_batch(screener, sessions, batch)
+
+    monkeypatch.setattr(attempts, "screen_batch", recording)
 
     attempts.screen_jobs(runtime, jobs, max_attempts=3)
 
@@ -93,7 +98,7 @@ def test_scan_counted_by_a_racing_delivery_is_screened_alone(runtime, enrolled_d
     assert all(_scan(enrolled_database, job.scan_id).status == SCAN_DONE for job in jobs)
 
 
-def test_raced_scan_past_its_budget_is_failed(runtime, enrolled_database, scan_folder, monkeypatch):
+def test_raced_scan_past_budget_fails(runtime, enrolled_database, scan_folder, monkeypatch):
     jobs = _jobs(enrolled_database, sorted(scan_folder.glob("*.png"))[:2])
     unfinished = repository.unfinished_attempts
 
