@@ -14,11 +14,13 @@ import torch
 import torch.nn.functional as F
 
 from models.imaging import DecodedScan
+from models.tiling import TileGeometry
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 ResizeMode = Literal["stretch", "letterbox"]
+ScanMode = Literal["whole", "tiles"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,10 @@ class PreprocessConfig:
     ``stretch`` resizes to ``image_size`` x ``image_size`` as the CargoScan paper does, which
     keeps the aspect ratio as a (possibly misleading) cue. ``letterbox`` keeps the aspect
     ratio and pads to a square with ``fill`` (1.0 is open beam), which removes size cues.
+
+    ``mode`` ``tiles`` embeds tiles instead of the whole scan: the scan is scaled to
+    ``tile_scan_height`` px and cut into ``image_size`` px tiles every ``tile_stride`` px
+    (see :mod:`models.tiling`), and ``resize_mode`` does not apply.
     """
 
     image_size: int = 224
@@ -35,6 +41,9 @@ class PreprocessConfig:
     fill: float = 1.0
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    mode: ScanMode = "whole"
+    tile_scan_height: int = 448
+    tile_stride: int = 56
 
     def __post_init__(self) -> None:
         if not 16 <= self.image_size <= 4096:
@@ -43,6 +52,17 @@ class PreprocessConfig:
             raise ValueError(f"resize_mode must be 'stretch' or 'letterbox', got {self.resize_mode!r}")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise ValueError(f"mean and std need three values each, std positive; got {self.mean}, {self.std}")
+        if self.mode not in ("whole", "tiles"):
+            raise ValueError(f"mode must be 'whole' or 'tiles', got {self.mode!r}")
+        if self.mode == "tiles":
+            self.tiles  # noqa: B018 - builds the geometry once to validate it
+
+    @property
+    def tiles(self) -> TileGeometry | None:
+        """Return the tile geometry in tile mode, None in whole-scan mode."""
+        if self.mode != "tiles":
+            return None
+        return TileGeometry(scan_height=self.tile_scan_height, tile_size=self.image_size, stride=self.tile_stride, fill=self.fill)
 
     def to_dict(self) -> dict[str, Any]:
         values = asdict(self)
