@@ -182,6 +182,9 @@ class ScoredScan:
     width: int | None
     height: int | None
     embedding: bytes | None = None
+    # Tile mode: the top tile's (x0, y0, x1, y1) in scan pixels and the scan's tile count.
+    box: tuple[int, int, int, int] | None = None
+    tile_count: int | None = None
 
 
 @dataclass(frozen=True)
@@ -222,6 +225,7 @@ def write_batch(
                 "threshold": threshold,
                 "flagged": item.flagged,
                 "scored_at": now,
+                **_box_columns(item),
             }
             for item in scored
         ]
@@ -239,6 +243,7 @@ def write_batch(
                         "threshold": excluded.threshold,
                         "flagged": excluded.flagged,
                         "scored_at": excluded.scored_at,
+                        **{name: getattr(excluded, name) for name in _BOX_FIELDS},
                     },
                 )
             )
@@ -269,6 +274,15 @@ def write_batch(
                 failure_reason=case({item.scan_id: item.reason for item in failed}, value=Scan.id),
             )
         )
+
+
+_BOX_FIELDS = ("box_x0", "box_y0", "box_x1", "box_y1", "tile_count")
+
+
+def _box_columns(item: ScoredScan) -> dict[str, int | None]:
+    box = item.box if item.box is not None else (None, None, None, None)
+    values = [None if value is None else int(value) for value in box]
+    return dict(zip(_BOX_FIELDS, [*values, item.tile_count]))
 
 
 def _size_update(scored: Sequence[ScoredScan], field: str, column):

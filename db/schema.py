@@ -132,3 +132,9 @@ class Result(Base):
     threshold: Mapped[float] = mapped_column(Float)
     flagged: Mapped[bool] = mapped_column(Boolean)
     scored_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Tile mode only: the top-scoring tile in scan pixels (ends exclusive) and how many tiles were scored.
+    box_x0: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    box_y0: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    box_x1: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    box_y1: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    tile_count: Mapped[int | None] = mapped_column(Integer, nullable=True)

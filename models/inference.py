@@ -19,16 +19,26 @@ from torch import nn
 from models.embedder import SiameseEmbedder
 from models.imaging import DEFAULT_MAX_IMAGE_PIXELS, DecodeTarget, ScanReadError, load_scan
 from models.preprocess import PreprocessConfig, normalize, to_unit_tensor
+from models.tiling import ScanTiles, cut_tiles
 
 
 @dataclass(frozen=True)
 class Decoded:
-    """One scan after decoding: ``image`` is (3, S, S) in [0, 1], or ``error`` gives the reason it failed."""
+    """One scan after decoding, or ``error`` with the reason it failed.
+
+    In whole-scan mode ``image`` is (3, S, S) in [0, 1]; in tile mode ``tiles`` holds the
+    scan's tiles and their boxes, and ``image`` is None.
+    """
 
     image: torch.Tensor | None
     error: str | None
     width: int = 0
     height: int = 0
+    tiles: ScanTiles | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
 
 
 @dataclass(frozen=True)
@@ -47,6 +57,10 @@ class InferenceOptions:
 
 def decode_target(config: PreprocessConfig) -> DecodeTarget:
     """Return the decode target for ``config``'s network input, the same for every stage."""
+    if config.tiles is not None:
+        # Fitting both sides to the tile height keeps the shorter side (the height of a
+        # wide scan) at twice that height or more.
+        return DecodeTarget(size=config.tiles.scan_height, keep_aspect=False)
     return DecodeTarget(size=config.image_size, keep_aspect=config.resize_mode == "letterbox")
 
 
@@ -56,7 +70,14 @@ def decode_one(path: str | os.PathLike[str], config: PreprocessConfig, max_image
         scan = load_scan(path, max_image_pixels=max_image_pixels, target=decode_target(config))
     except ScanReadError as error:
         return Decoded(image=None, error=error.reason)
-    return Decoded(image=to_unit_tensor(scan, config), error=None, width=scan.width, height=scan.height)
+
+    if config.tiles is None:
+        return Decoded(image=to_unit_tensor(scan, config), error=None, width=scan.width, height=scan.height)
+    try:
+        tiles = cut_tiles(scan, config.tiles)
+    except ValueError as error:
+        return Decoded(image=None, error=str(error), width=scan.width, height=scan.height)
+    return Decoded(image=None, error=None, width=scan.width, height=scan.height, tiles=tiles)
 
 
 def decode_many(

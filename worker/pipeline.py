@@ -14,15 +14,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import numpy as np
-import torch
 from sqlalchemy.orm import Session, sessionmaker
 
 from db import repository
 from db.schema import SCAN_FAILED
 from db.embeddings import encode_embedding
 from models.imaging import ScanReadError
-from models.inference import Decoded, decode_one, embed_images
-from models.exemplars import score
+from models.inference import Decoded, decode_one
+from models.scan_scoring import score_decoded
 from worker.retry import run_with_db_retry
 from worker.screener import Screener
 from worker.scanpaths import resolve_scan_path
@@ -105,20 +104,21 @@ def screen_decoded(screener: Screener, session_factory: sessionmaker[Session], p
 
     decoded, report.decode_s = pending.wait()
 
-    good = [index for index, item in enumerate(decoded) if item.image is not None]
+    good = [index for index, item in enumerate(decoded) if item.ok]
     scored_rows: list[repository.ScoredScan] = []
     if good:
         inference_started = time.perf_counter()
-        images = torch.stack([decoded[index].image for index in good])
-        embeddings = embed_images(screener.embedder, images, screener.preprocess, screener.device, screener.inference_options)
-        verdicts = score(embeddings, screener.exemplars, screener.threshold)
+        scan_verdicts = score_decoded(
+            screener.embedder, [decoded[index] for index in good], screener.exemplars, screener.threshold,
+            screener.preprocess, screener.device, screener.inference_options, screener.tile_batch_size,
+        )
         report.inference_s = time.perf_counter() - inference_started
-        scored_rows = _scored_rows(jobs, decoded, good, verdicts, embeddings.numpy(), screener.embedding_dtype)
+        scored_rows = _scored_rows(jobs, decoded, good, scan_verdicts, screener.embedding_dtype)
 
     failed_rows = [
         repository.FailedScan(scan_id=jobs[index].scan_id, reason=item.error or "unknown error")
         for index, item in enumerate(decoded)
-        if item.image is None
+        if not item.ok
     ]
 
     write_started = time.perf_counter()
@@ -143,9 +143,17 @@ def _decode_job(screener: Screener, job: ScanJob) -> tuple[Decoded, float]:
     return decode_one(path, screener.preprocess, screener.max_image_pixels), time.perf_counter()
 
 
-def _scored_rows(jobs, decoded, good, verdicts, embeddings, embedding_dtype) -> list[repository.ScoredScan]:
+def _scored_rows(jobs, decoded, good, scan_verdicts, embedding_dtype) -> list[repository.ScoredScan]:
+    verdicts = scan_verdicts.verdicts
     rows = []
     for position, index in enumerate(good):
+        # Tile mode stores no scan embedding: a scan has hundreds of tile embeddings, and
+        # exemplar-only rescoring of tile models re-embeds instead.
+        embedding = None
+        if scan_verdicts.embeddings is not None:
+            embedding = encode_embedding(scan_verdicts.embeddings[position], embedding_dtype)
+        box = None if scan_verdicts.boxes is None else tuple(int(value) for value in scan_verdicts.boxes[position])
+        tile_count = None if scan_verdicts.tile_counts is None else int(scan_verdicts.tile_counts[position])
         negative_distance = None if verdicts.negative_distance is None else float(verdicts.negative_distance[position])
         negative_id = None if verdicts.negative_id is None else int(verdicts.negative_id[position])
         rows.append(
@@ -158,7 +166,9 @@ def _scored_rows(jobs, decoded, good, verdicts, embeddings, embedding_dtype) -> 
                 flagged=bool(verdicts.flagged[position]),
                 width=decoded[index].width,
                 height=decoded[index].height,
-                embedding=encode_embedding(embeddings[position], embedding_dtype),
+                embedding=embedding,
+                box=box,
+                tile_count=tile_count,
             )
         )
     return rows

@@ -51,6 +51,7 @@ class Screener:
     checkpoint_threshold: float = 0.5
     embedding_dtype: str = "float32"
     inference_options: InferenceOptions = InferenceOptions()
+    tile_batch_size: int = 256
 
     def close(self) -> None:
         self.executor.shutdown(wait=True)
@@ -119,6 +120,7 @@ def build_screener(
         db_retry_initial_delay_s=settings.db_retry_initial_delay_s,
         inference_options=InferenceOptions(mixed_precision=settings.mixed_precision, compile=settings.torch_compile),
         embedding_dtype=settings.embedding_dtype,
+        tile_batch_size=settings.tile_batch_size,
     )
 
 

@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     )
     mixed_precision: bool = Field(True, description="CUDA only: forward pass in bfloat16, or float16 where unsupported; the CPU stays float32")
     torch_compile: bool = Field(False, description="CUDA only: compile the embedder with torch.compile on its first batch")
+    tile_batch_size: int = Field(
+        256, ge=1, description="Tile-mode models: tiles per forward pass, mixing tiles of the batch's scans"
+    )
 
     exemplar_set_id: int | None = Field(None, description="Exemplar set to screen against; unset uses the newest")
     threshold: float | None = Field(None, gt=0, description="Decision threshold; unset uses the one stored with the model version (calibrated or the checkpoint's)")
