@@ -95,6 +95,29 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", help="cpu, cuda or cuda:N (default: CUDA when present)")
     train.set_defaults(handler=commands.run_train)
 
+    tiles = sub.add_parser("train-tiles", help="train a tile-mode embedder on scans with item boxes")
+    tiles.add_argument("--manifest", type=Path, required=True, help="split manifest; positives need boxes (as 'cargoscan tip' writes)")
+    tiles.add_argument("--annotations", type=Path, help="folder of VOC .xml or YOLO .txt files, or a CSV of boxes")
+    tiles.add_argument("--split", default="train", help="manifest split to train on")
+    tiles.add_argument("--validation-split", default="validation", help="split scored per scan after each epoch ('' for none)")
+    tiles.add_argument("--out", type=Path, required=True, help="checkpoint file to write")
+    tiles.add_argument("--scan-height", type=int, default=448, help="height in pixels scans are scaled to before tiling")
+    tiles.add_argument("--tile-size", type=int, default=112, help="tile side in pixels (the network input)")
+    tiles.add_argument("--stride", type=int, default=56, help="pixels between neighbouring tiles")
+    tiles.add_argument("--epochs", type=int, default=10)
+    tiles.add_argument("--pairs-per-epoch", type=int, default=2000, help="tile pairs drawn per epoch, half similar")
+    tiles.add_argument("--batch-size", type=int, default=32, help="pairs per optimizer step")
+    tiles.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    tiles.add_argument("--margin", type=float, default=1.0, help="contrastive loss margin")
+    tiles.add_argument("--threshold", type=float, default=0.5, help="tile distance to an item exemplar at or below which a scan is flagged")
+    tiles.add_argument("--projections-per-scan", type=int, default=2, help="procedural items projected into each clean training scan")
+    tiles.add_argument("--hard-negative-fraction", type=float, default=0.5, help="share of dissimilar pairs that use mined hard negatives")
+    tiles.add_argument("--patience", type=int, help="stop after this many epochs without validation improvement")
+    tiles.add_argument("--seed", type=int, default=0)
+    tiles.add_argument("--weights", default="none", help="'imagenet', 'none' or a state-dict file of ResNet-18 weights")
+    tiles.add_argument("--device", help="cpu, cuda or cuda:N (default: CUDA when present)")
+    tiles.set_defaults(handler=commands.run_train_tiles)
+
     enroll = sub.add_parser("enroll", help="embed labelled exemplars and store them as an exemplar set")
     enroll.add_argument("--model", type=Path, required=True, help="checkpoint file")
     enroll.add_argument("--positive", type=Path, help="folder of positive exemplar scans")
@@ -102,6 +125,8 @@ def _build_parser() -> argparse.ArgumentParser:
     enroll.add_argument("--split", default="train", help="manifest split whose images become exemplars")
     enroll.add_argument("--negative", type=Path, help="folder of negative exemplar scans")
     enroll.add_argument("--name", help="name of the exemplar set")
+    enroll.add_argument("--annotations", type=Path,
+                        help="item boxes for tile-mode models: folder of VOC .xml or YOLO .txt files, or a CSV")
     enroll.add_argument("--device", help="cpu, cuda or cuda:N")
     enroll.set_defaults(handler=commands.run_enroll)
 
@@ -151,6 +176,10 @@ def _build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--threshold", type=float, help="decision threshold (default: the checkpoint's)")
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--device", help="cpu, cuda or cuda:N")
+    evaluate.add_argument("--annotations", type=Path,
+                          help="tile-mode models: item boxes as a folder of VOC .xml or YOLO .txt files, or a CSV")
+    evaluate.add_argument("--max-clear-exemplars", type=int, default=50_000,
+                          help="tile-mode models: clear exemplar tiles kept for the novelty and margin scores (a random sample)")
     evaluate.set_defaults(handler=commands.run_evaluate)
 
     from scheduler import evaluation_cli
@@ -162,6 +191,11 @@ def _build_parser() -> argparse.ArgumentParser:
     results.add_argument("--flagged-only", action="store_true")
     results.add_argument("--limit", type=int, help="at most this many rows")
     results.set_defaults(handler=commands.run_results)
+
+    show = sub.add_parser("show", help="draw a scan with its tile-score heat map and the top tile's box")
+    show.add_argument("scan_id", type=int, help="scan id, as 'cargoscan results' lists it")
+    show.add_argument("--out", type=Path, required=True, help="PNG file to write")
+    show.set_defaults(handler=commands.run_show)
 
     from scheduler import registry_commands
 

@@ -102,13 +102,14 @@ def run_enroll(args) -> int:
     settings = Settings()
     try:
         exemplars = resolve(args.manifest, args.split, args.positive, args.negative, "exemplar")
+        boxes = _exemplar_boxes(args, exemplars.paths)
     except SetError as error:
         raise UserError(str(error)) from error
     positives, negatives = exemplars.positives, exemplars.negatives
     database = _open(settings.database_url)
     try:
         result = enroll(database.sessions, args.model, positives, negatives, name=args.name, device=args.device,
-                        max_image_pixels=settings.max_image_pixels)
+                        max_image_pixels=settings.max_image_pixels, boxes=boxes)
     except (CheckpointError, ValueError, RuntimeError) as error:
         raise UserError(str(error)) from error
     finally:
@@ -119,6 +120,23 @@ def run_enroll(args) -> int:
     if result.skipped:
         print(f"skipped {len(result.skipped)} unreadable exemplars", file=sys.stderr)
     return 0
+
+
+def _exemplar_boxes(args, paths) -> dict[str, list]:
+    # Item boxes matter only to tile-mode models, which enroll the tiles on each item.
+    from models.annotations import AnnotationError, boxes_for_images
+    from scheduler.labelled import SetError
+    from scheduler.tile_sets import labelled_scans
+
+    boxes: dict[str, list] = {}
+    if args.manifest is not None:
+        boxes = {str(scan.path): list(scan.boxes) for scan in labelled_scans(args.manifest, args.split) if scan.boxes}
+    if args.annotations is not None:
+        try:
+            boxes.update(boxes_for_images(paths, args.annotations))
+        except AnnotationError as error:
+            raise SetError(str(error)) from error
+    return boxes
 
 
 def run_screen(args) -> int:
@@ -220,4 +238,56 @@ def run_evaluate(args) -> int:
         run_evaluation(args, select_device(args.device))
     except (EvaluationError, CheckpointError) as error:
         raise UserError(str(error)) from error
+    return 0
+
+
+def run_train_tiles(args) -> int:
+    from models.device import select_device
+    from models.preprocess import PreprocessConfig
+    from models.tile_training import TileTrainConfig, train_tiles
+    from scheduler.labelled import SetError
+    from scheduler.tile_sets import labelled_scans
+
+    try:
+        training = labelled_scans(args.manifest, args.split, args.annotations)
+        validation = labelled_scans(args.manifest, args.validation_split, args.annotations) if args.validation_split else []
+    except SetError as error:
+        raise UserError(str(error)) from error
+
+    try:
+        config = TileTrainConfig(
+            epochs=args.epochs, pairs_per_epoch=args.pairs_per_epoch, batch_size=args.batch_size, learning_rate=args.lr,
+            margin=args.margin, threshold=args.threshold, projections_per_scan=args.projections_per_scan,
+            hard_negative_fraction=args.hard_negative_fraction, patience=args.patience, seed=args.seed, weights=args.weights,
+        )
+        preprocess = PreprocessConfig(
+            image_size=args.tile_size, mode="tiles", tile_scan_height=args.scan_height, tile_stride=args.stride,
+        )
+        result = train_tiles(training, args.out, config, preprocess, select_device(args.device), validation_scans=validation)
+    except (ValueError, RuntimeError, FileNotFoundError) as error:
+        raise UserError(str(error)) from error
+
+    print(f"wrote {result.checkpoint} (epoch {result.best_epoch}); model version (sha256) {result.version}")
+    print(f"trained on {result.positive_tiles} item tiles and {result.negative_tiles} clear tiles")
+    for path, reason in result.skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    return 0
+
+
+def run_show(args) -> int:
+    from scheduler.show import ShowError, show_scan
+
+    settings = _settings(metrics_port=0)
+    database = _open(settings.database_url, must_exist=True)
+    try:
+        shown = show_scan(database, settings, args.scan_id, args.out)
+    except (ShowError, CheckpointError) as error:
+        raise UserError(str(error)) from error
+    finally:
+        database.dispose()
+
+    verdict = "flagged" if shown.flagged else "clear"
+    where = f", top tile at {shown.box} of {shown.tiles} tiles" if shown.box is not None else " (whole-scan model: no tiles)"
+    print(f"scan {shown.scan_id} {shown.uri}: {verdict}, distance {shown.positive_distance:.4f}{where}")
+    print(f"wrote {shown.out}")
     return 0

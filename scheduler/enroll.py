@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,8 @@ from db import repository
 from db.schema import LABEL_NEGATIVE, LABEL_POSITIVE
 from models.checkpoint import load_checkpoint
 from models.device import select_device
-from models.inference import decode_many, embed_images
+from models.inference import Decoded, decode_many, embed_images
+from models.tiling import ON_ITEM_FRACTION, item_coverage
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +42,14 @@ def enroll(
     batch_size: int = 32,
     device: str | None = None,
     max_image_pixels: int | None = None,
+    boxes: Mapping[str, Sequence[tuple[int, int, int, int]]] | None = None,
 ) -> EnrollResult:
-    """Embed the exemplars with the checkpoint and store them, tied to its model version."""
+    """Embed the exemplars with the checkpoint and store them, tied to its model version.
+
+    With a tile-mode checkpoint the exemplars are tiles: the tiles on an item of each
+    positive scan (``boxes`` maps ``str(path)`` to its item boxes) become positive
+    exemplars, and every tile clear of items, in either class, a negative one.
+    """
     if not positive_paths:
         raise ValueError("enrollment needs at least one positive exemplar image")
 
@@ -56,13 +64,22 @@ def enroll(
         for start in range(0, len(labelled), batch_size):
             chunk = labelled[start : start + batch_size]
             decoded = decode_many([path for _, path in chunk], checkpoint.preprocess, executor, **limit)
-            good = [index for index, item in enumerate(decoded) if item.image is not None]
+            good = [index for index, item in enumerate(decoded) if item.ok]
             for index, item in enumerate(decoded):
-                if item.image is None:
+                if not item.ok:
                     skipped.append((str(chunk[index][1]), item.error or ""))
                     logger.warning("skipping unreadable exemplar %s: %s", chunk[index][1], item.error)
 
-            if good:
+            if checkpoint.preprocess.tiles is not None:
+                for index in good:
+                    label, path = chunk[index]
+                    item_boxes = (boxes or {}).get(str(path), ())
+                    if label == LABEL_POSITIVE and not item_boxes:
+                        skipped.append((str(path), "positive exemplar without an item box; tile mode needs its boxes"))
+                        logger.warning("skipping positive exemplar %s: no item box", path)
+                        continue
+                    rows += _tile_rows(checkpoint, compute, path, decoded[index], item_boxes)
+            elif good:
                 images = torch.stack([decoded[index].image for index in good])
                 embeddings = embed_images(checkpoint.embedder, images, checkpoint.preprocess, compute).numpy()
                 for position, index in enumerate(good):
@@ -91,6 +108,27 @@ def enroll(
             skipped=skipped,
         )
     return result
+
+
+def _tile_rows(checkpoint, compute, path: Path, decoded: Decoded, item_boxes) -> list[repository.ExemplarRow]:
+    tiles = decoded.tiles
+    coverage = item_coverage(tiles.boxes, np.array(item_boxes, dtype=np.int64).reshape(-1, 4))
+    # Tiles that only graze an item are neither: they would blur the two classes.
+    chosen = {LABEL_POSITIVE: np.flatnonzero(coverage >= ON_ITEM_FRACTION), LABEL_NEGATIVE: np.flatnonzero(coverage == 0)}
+
+    rows = []
+    uri = str(Path(path).resolve())
+    for label, indices in chosen.items():
+        for start in range(0, len(indices), 256):
+            part = indices[start : start + 256]
+            images = tiles.images[torch.from_numpy(part)]
+            images = images.expand(-1, 3, -1, -1).contiguous() if images.shape[1] == 1 else images
+            embeddings = embed_images(checkpoint.embedder, images, checkpoint.preprocess, compute).numpy()
+            for position, tile in enumerate(part):
+                x0, y0, x1, y1 = (int(value) for value in tiles.boxes[tile])
+                vector = embeddings[position].astype("<f4")
+                rows.append(repository.ExemplarRow(label=label, uri=f"{uri}#tile={x0},{y0},{x1},{y1}", embedding=vector.tobytes()))
+    return rows
 
 
 def checkpoint_training_summary(checkpoint) -> dict:

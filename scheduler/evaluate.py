@@ -28,8 +28,11 @@ def run_evaluation(args, device, report=print) -> dict[str, Any]:
     from models.checkpoint import load_checkpoint
     from models.evaluation import accuracy_threshold, held_out_pairs, pair_metrics
 
-    test, exemplars, validation = _gather_sets(args)
     checkpoint = load_checkpoint(args.model, device=device)
+    if checkpoint.preprocess.tiles is not None:
+        return _evaluate_tiles(args, checkpoint, device, report)
+
+    test, exemplars, validation = _gather_sets(args)
     threshold = args.threshold if args.threshold is not None else checkpoint.threshold
 
     embeddings, kept, skipped = embed_paths(checkpoint, test.paths, device)
@@ -89,6 +92,27 @@ def run_evaluation(args, device, report=print) -> dict[str, Any]:
 
         written = write_report(args.out, results, arrays)
         report(f"wrote {written}")
+    return results
+
+
+def _evaluate_tiles(args, checkpoint, device, report) -> dict[str, Any]:
+    from scheduler.tile_evaluation import TileEvaluationError, evaluate_tiles
+    from scheduler.tile_sets import labelled_scans
+
+    if args.manifest is None:
+        raise EvaluationError("evaluating a tile-mode model needs --manifest (with item boxes, or with --annotations)")
+    try:
+        test = labelled_scans(args.manifest, args.split, args.annotations)
+        exemplars = labelled_scans(args.manifest, args.exemplar_split, args.annotations)
+        results = evaluate_tiles(checkpoint, test, exemplars, device, args.max_clear_exemplars, args.seed, args.out, report)
+    except (SetError, TileEvaluationError) as error:
+        raise EvaluationError(str(error)) from error
+
+    results["model"]["path"] = str(args.model)
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        dump_json(results, args.out / "metrics.json")
+        report(f"wrote {args.out / 'metrics.json'}")
     return results
 
 

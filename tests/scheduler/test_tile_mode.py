@@ -1,0 +1,247 @@
+"""Tile mode end to end: training, enrollment of item tiles, screening with boxes, show and evaluate."""
+
+from __future__ import annotations
+
+import json
+from argparse import Namespace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from sqlalchemy import select
+
+from db import repository
+from db.schema import Exemplar, Result
+from models.checkpoint import load_checkpoint, save_checkpoint
+from models.embedder import SiameseEmbedder
+from models.inference import decode_one
+from models.preprocess import PreprocessConfig
+from models.scan_scoring import score_decoded
+from models.synthetic import SceneConfig, render_scan, write_png16
+from scheduler.enroll import enroll
+from scheduler.evaluate import EvaluationError, run_evaluation
+from scheduler.show import ShowError, show_scan
+from worker.pipeline import ScanJob, screen_batch
+from worker.screener import build_screener
+from worker.settings import Settings
+
+TILES = PreprocessConfig(image_size=32, mode="tiles", tile_scan_height=64, tile_stride=16)
+SCENE = SceneConfig(width=192, height=64)
+# Rows start at 0, 16 and 32 and columns every 16 px up to 160: 3 x 11 tiles.
+TILE_COUNT = 33
+
+
+@pytest.fixture
+def tile_checkpoint(tmp_path: Path) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path / "tiles.pt"
+    save_checkpoint(path, SiameseEmbedder().eval(), TILES, threshold=1e6, metadata={"purpose": "tests"})
+    return path
+
+
+@pytest.fixture
+def boxed_scans(tmp_path: Path) -> dict[str, list]:
+    """Synthetic scans in train and test splits, positives with their item boxes, and a manifest."""
+    rng = np.random.default_rng(5)
+    entries, boxes = [], {}
+    for split, count in (("train", 3), ("test", 3)):
+        for label in ("positive", "negative"):
+            for index in range(count):
+                scan = render_scan(rng, with_item=label == "positive", config=SCENE)
+                path = tmp_path / "set" / split / f"{label}_{index}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_png16(path, scan.pixels)
+                entry = {"path": str(path.relative_to(tmp_path / "set")), "label": label, "split": split}
+                if scan.item_box is not None:
+                    entry["box"] = list(scan.item_box)
+                    boxes[str(path)] = [scan.item_box]
+                entries.append(entry)
+    manifest = tmp_path / "set" / "manifest.json"
+    manifest.write_text(json.dumps({"entries": entries}))
+    return {"manifest": manifest, "boxes": boxes, "root": tmp_path / "set"}
+
+
+def _paths(root: Path, split: str, label: str) -> list[Path]:
+    return sorted((root / split).glob(f"{label}_*.png"))
+
+
+def _enrolled(database, checkpoint, boxed_scans):
+    root = boxed_scans["root"]
+    return enroll(
+        database.sessions, checkpoint, _paths(root, "train", "positive"), _paths(root, "train", "negative"),
+        name="tiles", boxes=boxed_scans["boxes"],
+    )
+
+
+def test_enroll_stores_item_and_clear_tiles(sqlite_url, tile_checkpoint, boxed_scans):
+    from db.database import open_database
+
+    database = open_database(sqlite_url)
+    result = _enrolled(database, tile_checkpoint, boxed_scans)
+
+    with database.sessions() as session:
+        uris = session.execute(select(Exemplar.label, Exemplar.uri)).tuples().all()
+    assert result.positives >= 3
+    assert result.negatives > result.positives
+    assert all("#tile=" in uri for _, uri in uris)
+    database.dispose()
+
+
+def test_enroll_skips_positive_without_box(sqlite_url, tile_checkpoint, boxed_scans):
+    from db.database import open_database
+
+    database = open_database(sqlite_url)
+    boxes = dict(boxed_scans["boxes"])
+    unboxed = str(_paths(boxed_scans["root"], "train", "positive")[0])
+    boxes.pop(unboxed)
+
+    result = enroll(database.sessions, tile_checkpoint, _paths(boxed_scans["root"], "train", "positive"),
+                    _paths(boxed_scans["root"], "train", "negative"), boxes=boxes)
+
+    assert [path for path, _ in result.skipped] == [unboxed]
+    assert "item box" in result.skipped[0][1]
+    database.dispose()
+
+
+def test_screening_stores_top_tile_box(database_url, tile_checkpoint, boxed_scans):
+    from db.database import open_database
+
+    database = open_database(database_url)
+    _enrolled(database, tile_checkpoint, boxed_scans)
+    paths = _paths(boxed_scans["root"], "test", "positive") + _paths(boxed_scans["root"], "test", "negative")
+    with database.sessions.begin() as session:
+        recorded = repository.register_scans(session, [str(path) for path in paths])
+    jobs = [ScanJob(scan_id=recorded[str(path)][0], uri=str(path)) for path in paths]
+    screener = build_screener(database.sessions, Settings(database_url="unused://", tile_batch_size=7))
+
+    report = screen_batch(screener, database.sessions, jobs)
+    screener.close()
+
+    assert len(report.scored) == len(paths)
+    with database.sessions() as session:
+        rows = session.execute(select(Result)).scalars().all()
+    assert len(rows) == len(paths)
+    for row in rows:
+        assert row.tile_count == TILE_COUNT
+        assert 0 <= row.box_x0 < row.box_x1 <= SCENE.width
+        assert 0 <= row.box_y0 < row.box_y1 <= SCENE.height
+    database.dispose()
+
+
+def test_tile_chunks_do_not_change_scores(sqlite_url, tile_checkpoint, boxed_scans):
+    from db.database import open_database
+
+    database = open_database(sqlite_url)
+    _enrolled(database, tile_checkpoint, boxed_scans)
+    screener = build_screener(database.sessions, Settings(database_url="unused://"))
+    decoded = [decode_one(path, TILES, 10**8) for path in _paths(boxed_scans["root"], "test", "positive")]
+
+    small = score_decoded(screener.embedder, decoded, screener.exemplars, 1.0, TILES, screener.device, tile_batch_size=5)
+    large = score_decoded(screener.embedder, decoded, screener.exemplars, 1.0, TILES, screener.device, tile_batch_size=1000)
+    screener.close()
+
+    assert np.allclose(small.verdicts.positive_distance, large.verdicts.positive_distance, atol=1e-4)
+    assert np.array_equal(small.boxes, large.boxes)
+    for position, tiles in enumerate(small.tiles):
+        best = int(np.argmin(tiles.verdicts.positive_distance))
+        assert small.verdicts.positive_distance[position] == tiles.verdicts.positive_distance[best]
+        assert small.boxes[position].tolist() == tiles.boxes[best].tolist()
+    database.dispose()
+
+
+def test_show_draws_heat_map(sqlite_url, tile_checkpoint, boxed_scans, tmp_path):
+    from db.database import open_database
+
+    database = open_database(sqlite_url)
+    _enrolled(database, tile_checkpoint, boxed_scans)
+    path = _paths(boxed_scans["root"], "test", "positive")[0]
+    with database.sessions.begin() as session:
+        scan_id = repository.register_scans(session, [str(path)])[str(path)][0]
+    settings = Settings(database_url="unused://")
+    screener = build_screener(database.sessions, settings)
+    screen_batch(screener, database.sessions, [ScanJob(scan_id=scan_id, uri=str(path))])
+    screener.close()
+
+    shown = show_scan(database, settings, scan_id, tmp_path / "out" / "scan.png")
+
+    with Image.open(shown.out) as image:
+        assert image.size == (SCENE.width, SCENE.height)
+    assert shown.tiles == TILE_COUNT
+    assert shown.box is not None
+    database.dispose()
+
+
+def test_show_unscored_scan_rejected(sqlite_url, tile_checkpoint, boxed_scans, tmp_path):
+    from db.database import open_database
+
+    database = open_database(sqlite_url)
+    _enrolled(database, tile_checkpoint, boxed_scans)
+    path = _paths(boxed_scans["root"], "test", "positive")[0]
+    with database.sessions.begin() as session:
+        scan_id = repository.register_scans(session, [str(path)])[str(path)][0]
+    settings = Settings(database_url="unused://")
+
+    with pytest.raises(ShowError, match="no result yet"):
+        show_scan(database, settings, scan_id, tmp_path / "scan.png")
+    with pytest.raises(ShowError, match="not found"):
+        show_scan(database, settings, scan_id + 100, tmp_path / "scan.png")
+    assert not (tmp_path / "scan.png").exists()
+    database.dispose()
+
+
+def _evaluate_args(boxed_scans, model: Path, out: Path | None) -> Namespace:
+    return Namespace(
+        model=model, manifest=boxed_scans["manifest"], split="test", exemplar_split="train", annotations=None,
+        max_clear_exemplars=1000, seed=0, out=out, positive=None, negative=None,
+    )
+
+
+def test_evaluate_reports_localisation(tile_checkpoint, boxed_scans, tmp_path):
+    out = tmp_path / "report"
+
+    results = run_evaluation(_evaluate_args(boxed_scans, tile_checkpoint, out), torch.device("cpu"), report=lambda line: None)
+
+    assert results["mode"] == "tiles"
+    assert set(results["screening"]) == {"nearest_item", "novelty", "margin"}
+    assert results["localisation"]["positives_with_box"] == 3
+    assert 0.0 <= results["localisation"]["on_item_of_positives"] <= 1.0
+    assert (out / "metrics.json").is_file()
+    assert results["examples"]
+    assert all(Path(example["png"]).is_file() for example in results["examples"])
+
+
+def test_evaluate_tiles_needs_manifest(tile_checkpoint, boxed_scans):
+    args = _evaluate_args(boxed_scans, tile_checkpoint, None)
+    args.manifest = None
+
+    with pytest.raises(EvaluationError, match="needs --manifest"):
+        run_evaluation(args, torch.device("cpu"), report=lambda line: None)
+
+
+def test_train_tiles_writes_tile_checkpoint(boxed_scans, tmp_path):
+    from models.tile_training import TileTrainConfig, train_tiles
+    from scheduler.tile_sets import labelled_scans
+
+    training = labelled_scans(boxed_scans["manifest"], "train")
+    validation = labelled_scans(boxed_scans["manifest"], "test")
+    config = TileTrainConfig(epochs=2, pairs_per_epoch=16, batch_size=8, mining_pool=64, projections_per_scan=1)
+
+    result = train_tiles(training, tmp_path / "trained.pt", config, TILES, torch.device("cpu"), validation, report=lambda line: None)
+
+    checkpoint = load_checkpoint(result.checkpoint)
+    assert checkpoint.preprocess == TILES
+    assert [epoch.epoch for epoch in result.history] == [1, 2]
+    assert result.history[1].hard_negatives > 0
+    assert all(epoch.validation_auc is not None for epoch in result.history)
+    assert result.positive_tiles > 0
+
+
+def test_train_tiles_needs_boxes(boxed_scans, tmp_path):
+    from models.tile_training import LabelledScan, TileTrainConfig, train_tiles
+
+    scans = [LabelledScan(path=path, positive=True) for path in _paths(boxed_scans["root"], "train", "positive")]
+
+    with pytest.raises(ValueError, match="could be tiled|two tiles"):
+        train_tiles(scans, tmp_path / "x.pt", TileTrainConfig(epochs=1), TILES, torch.device("cpu"), report=lambda line: None)
