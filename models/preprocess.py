@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from models.imaging import DecodedScan
+from models.intensity import INTENSITIES, Intensity, apply_intensity
 from models.tiling import TileGeometry
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -33,7 +34,8 @@ class PreprocessConfig:
 
     ``mode`` ``tiles`` embeds tiles instead of the whole scan: the scan is scaled to
     ``tile_scan_height`` px and cut into ``image_size`` px tiles every ``tile_stride`` px
-    (see :mod:`models.tiling`), and ``resize_mode`` does not apply.
+    (see :mod:`models.tiling`), and ``resize_mode`` does not apply. ``intensity`` ``log``
+    feeds the network log-transmission instead of transmission (see :mod:`models.intensity`).
     """
 
     image_size: int = 224
@@ -44,6 +46,7 @@ class PreprocessConfig:
     mode: ScanMode = "whole"
     tile_scan_height: int = 448
     tile_stride: int = 56
+    intensity: Intensity = "linear"
 
     def __post_init__(self) -> None:
         if not 16 <= self.image_size <= 4096:
@@ -52,6 +55,8 @@ class PreprocessConfig:
             raise ValueError(f"resize_mode must be 'stretch' or 'letterbox', got {self.resize_mode!r}")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise ValueError(f"mean and std need three values each, std positive; got {self.mean}, {self.std}")
+        if self.intensity not in INTENSITIES:
+            raise ValueError(f"intensity must be one of {INTENSITIES}, got {self.intensity!r}")
         if self.mode not in ("whole", "tiles"):
             raise ValueError(f"mode must be 'whole' or 'tiles', got {self.mode!r}")
         if self.mode == "tiles":
@@ -62,7 +67,10 @@ class PreprocessConfig:
         """Return the tile geometry in tile mode, None in whole-scan mode."""
         if self.mode != "tiles":
             return None
-        return TileGeometry(scan_height=self.tile_scan_height, tile_size=self.image_size, stride=self.tile_stride, fill=self.fill)
+        return TileGeometry(
+            scan_height=self.tile_scan_height, tile_size=self.image_size, stride=self.tile_stride, fill=self.fill,
+            intensity=self.intensity,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         values = asdict(self)
@@ -103,7 +111,7 @@ def to_unit_tensor(scan: DecodedScan, config: PreprocessConfig) -> torch.Tensor:
     else:
         resized = _letterbox(image, config.image_size, config.fill)
 
-    resized = resized.clamp_(0.0, 1.0)
+    resized = apply_intensity(resized.clamp_(0.0, 1.0), config.intensity)
     return resized.expand(3, -1, -1).contiguous() if resized.shape[0] == 1 else resized
 
 

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from models.imaging import DecodedScan
+from models.intensity import INTENSITIES, Intensity, apply_intensity
 
 # A scan wider than this many tiles (about 40 m of container at the default settings) is
 # rejected with a reason instead of allocating an unbounded tile batch.
@@ -34,12 +35,15 @@ class TileGeometry:
     tile_size: int = 112
     stride: int = 56
     fill: float = 1.0
+    intensity: Intensity = "linear"
 
     def __post_init__(self) -> None:
         if not 16 <= self.tile_size <= self.scan_height:
             raise ValueError(f"tile_size must be between 16 and scan_height ({self.scan_height}), got {self.tile_size}")
         if not 1 <= self.stride <= self.tile_size:
             raise ValueError(f"stride must be between 1 and tile_size ({self.tile_size}), got {self.stride}")
+        if self.intensity not in INTENSITIES:
+            raise ValueError(f"intensity must be one of {INTENSITIES}, got {self.intensity!r}")
 
 
 @dataclass(frozen=True)
@@ -91,7 +95,8 @@ def cut_tiles(scan: DecodedScan, geometry: TileGeometry) -> ScanTiles:
 
     image = _channels_first(scan.pixels)
     width = scaled_width(scan.width, scan.height, geometry)
-    scaled = _resize(image, geometry.scan_height, width)
+    # Resizing averages transmissions, as a coarser detector would, before any logarithm.
+    scaled = apply_intensity(_resize(image, geometry.scan_height, width), geometry.intensity)
     if width < geometry.tile_size:
         canvas = torch.full((scaled.shape[0], geometry.scan_height, geometry.tile_size), geometry.fill)
         canvas[:, :, :width] = scaled

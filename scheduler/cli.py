@@ -104,6 +104,8 @@ def _build_parser() -> argparse.ArgumentParser:
     tiles.add_argument("--scan-height", type=int, default=448, help="height in pixels scans are scaled to before tiling")
     tiles.add_argument("--tile-size", type=int, default=112, help="tile side in pixels (the network input)")
     tiles.add_argument("--stride", type=int, default=56, help="pixels between neighbouring tiles")
+    tiles.add_argument("--intensity", choices=("log", "linear"), default="log",
+                       help="network input: log-transmission (attenuation, the default) or transmission")
     tiles.add_argument("--epochs", type=int, default=10)
     tiles.add_argument("--pairs-per-epoch", type=int, default=2000, help="tile pairs drawn per epoch, half similar")
     tiles.add_argument("--batch-size", type=int, default=32, help="pairs per optimizer step")

@@ -262,6 +262,7 @@ def run_train_tiles(args) -> int:
         )
         preprocess = PreprocessConfig(
             image_size=args.tile_size, mode="tiles", tile_scan_height=args.scan_height, tile_stride=args.stride,
+            intensity=args.intensity,
         )
         result = train_tiles(training, args.out, config, preprocess, select_device(args.device), validation_scans=validation)
     except (ValueError, RuntimeError, FileNotFoundError) as error:
