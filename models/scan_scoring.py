@@ -1,8 +1,8 @@
 """Embed decoded scans and score them against an exemplar set, in whole-scan or tile mode.
 
 In whole-scan mode each scan is one network input. In tile mode every tile of every scan in
-the batch is embedded, in fixed-size chunks that mix tiles of several scans so the network
-always sees full batches. A scan's score is its best tile's: the smallest distance from any
+the batch is embedded, in fixed-size chunks that mix tiles of several scans so every
+forward pass gets a full batch. A scan's score is its best tile's: the smallest distance from any
 of its tiles to a positive exemplar, and that tile's box says where the item is.
 """
 
@@ -36,7 +36,7 @@ class ScanVerdicts:
     """Per scan: the verdict, and in whole-scan mode the (N, D) embeddings.
 
     In tile mode ``boxes`` is (N, 4), the best tile of each scan in scan pixels,
-    ``tile_counts`` is (N,), and ``tiles`` holds every tile's verdict per scan.
+    ``tile_counts`` is (N,), and ``tiles`` contains every tile's verdict per scan.
     """
 
     verdicts: Verdicts
@@ -86,8 +86,8 @@ def embed_tiles(
 
 
 def _tile_chunks(decoded: Sequence[Decoded], size: int) -> Iterator[torch.Tensor]:
-    # Chunks are built one at a time, so a batch of wide scans never holds every tile as a
-    # three-channel float copy at once.
+    # Chunks are built one at a time, so a batch of wide scans never keeps every tile as a
+    # three-channel float copy in memory at once.
     pending: list[torch.Tensor] = []
     count = 0
     for item in decoded:

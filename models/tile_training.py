@@ -1,7 +1,7 @@
 """Siamese training on tiles, with projected items and hard-negative mining.
 
-Tiles that hold an item form the positive class and tiles that touch no item the negative
-class; tiles that graze an item are left out. Items come from the training scans' boxes,
+Tiles on an item form the positive class and tiles that touch no item the negative class.
+Tiles that only graze an item are left out. Items come from the training scans' boxes,
 and more are projected into the clean training scans (threat image projection), so every
 training background also yields positives at new places. From the second epoch on, half
 of the dissimilar pairs take their clean tile from the ones the current network places

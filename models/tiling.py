@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from models.imaging import DecodedScan
 from models.intensity import INTENSITIES, Intensity, apply_intensity
 
-# A scan wider than this many tiles (about 40 m of container at the default settings) is
-# rejected with a reason instead of allocating an unbounded tile batch.
+# A scan that makes more tiles than this (one about 350 times as wide as it is tall, at the
+# default settings) is rejected with a reason instead of allocating an unbounded tile batch.
 MAX_TILES_PER_SCAN = 20_000
 
 _ROUNDING = 1e-6
@@ -158,7 +158,7 @@ def _resize(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 
 # A tile counts as on an item when they share at least half of the smaller of the two
-# areas: the item fills much of the tile, or the tile holds much of the item.
+# areas: the item fills much of the tile, or the tile contains much of the item.
 ON_ITEM_FRACTION = 0.5
 
 

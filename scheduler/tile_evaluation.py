@@ -24,7 +24,8 @@ from models.scan_scoring import embed_tiles
 from models.tile_training import LabelledScan
 from models.tiling import ON_ITEM_FRACTION, item_coverage
 
-# Looser than the training rule: a box that holds a quarter of the item shows the operator where it is.
+# Looser than the training rule, because a box that contains a quarter of the item
+# already shows the operator where it is.
 LOCALISATION_FRACTION = 0.25
 
 SCORE_RULES = ("nearest_item", "novelty", "margin")
