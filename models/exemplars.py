@@ -8,7 +8,7 @@ reported distance is the exact Euclidean distance to the chosen exemplar.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -227,17 +227,44 @@ class Verdicts:
     flagged: np.ndarray
 
 
-def score(embeddings: torch.Tensor, exemplars: ExemplarSet, threshold: float) -> Verdicts:
-    """Compare (N, D) embeddings with an exemplar set; flagged when the nearest positive is within ``threshold``."""
-    if threshold <= 0:
+# How a query's distances become a suspicion score (higher is more suspicious) and a flag:
+# ``nearest_positive`` (the paper's rule) flags a query within the threshold of a positive
+# exemplar; ``novelty`` flags one at least the threshold away from every negative exemplar;
+# ``margin`` flags one whose nearest negative is farther than its nearest positive by at
+# least the threshold.
+SCORE_RULES = ("nearest_positive", "novelty", "margin")
+
+
+def score(embeddings: torch.Tensor, exemplars: ExemplarSet, threshold: float, rule: str = "nearest_positive") -> Verdicts:
+    """Compare (N, D) embeddings with an exemplar set and flag them by ``rule`` (see SCORE_RULES)."""
+    if rule not in SCORE_RULES:
+        raise ValueError(f"score rule must be one of {SCORE_RULES}, got {rule!r}")
+    if threshold <= 0 and rule != "margin":
         raise ValueError(f"threshold must be positive, got {threshold}")
+    if rule != "nearest_positive" and exemplars.negatives is None:
+        raise ValueError(f"score rule {rule!r} needs negative exemplars; enroll clean scans as negatives")
 
     positive = exemplars.positives.nearest(embeddings)
     negative = exemplars.negatives.nearest(embeddings) if exemplars.negatives is not None else None
-    return Verdicts(
+    verdicts = Verdicts(
         positive_distance=positive.distance,
         positive_id=positive.exemplar_id,
         negative_distance=None if negative is None else negative.distance,
         negative_id=None if negative is None else negative.exemplar_id,
-        flagged=positive.distance <= threshold,
+        flagged=np.zeros(len(positive.distance), dtype=bool),
     )
+    return replace(verdicts, flagged=suspicion(verdicts, rule) >= suspicion_threshold(threshold, rule))
+
+
+def suspicion(verdicts: Verdicts, rule: str) -> np.ndarray:
+    """Return each query's suspicion under ``rule``: higher is more suspicious; (N,) float64."""
+    positive = verdicts.positive_distance.astype(np.float64)
+    if rule == "nearest_positive":
+        return -positive
+    negative = verdicts.negative_distance.astype(np.float64)
+    return negative if rule == "novelty" else negative - positive
+
+
+def suspicion_threshold(threshold: float, rule: str) -> float:
+    """Return the suspicion at and above which ``rule`` flags, for a decision ``threshold``."""
+    return -threshold if rule == "nearest_positive" else threshold

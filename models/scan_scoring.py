@@ -2,8 +2,9 @@
 
 In whole-scan mode each scan is one network input. In tile mode every tile of every scan in
 the batch is embedded, in fixed-size chunks that mix tiles of several scans so every
-forward pass gets a full batch. A scan's score is its best tile's: the smallest distance from any
-of its tiles to a positive exemplar, and that tile's box says where the item is.
+forward pass gets a full batch. A scan is as suspicious as its most suspicious tile under the
+model's score rule (see :data:`models.exemplars.SCORE_RULES`), and that tile's box says
+where the item is.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 
 from models.embedder import SiameseEmbedder
-from models.exemplars import ExemplarSet, Verdicts, score
+from models.exemplars import ExemplarSet, Verdicts, score, suspicion
 from models.inference import Decoded, InferenceOptions, embed_images
 from models.preprocess import PreprocessConfig
 
@@ -55,18 +56,19 @@ def score_decoded(
     device: torch.device,
     options: InferenceOptions | None = None,
     tile_batch_size: int = DEFAULT_TILE_BATCH_SIZE,
+    rule: str = "nearest_positive",
 ) -> ScanVerdicts:
-    """Embed and score successfully decoded scans; every item of ``decoded`` must be ``ok``."""
+    """Embed and score successfully decoded scans by ``rule``; every item of ``decoded`` must be ``ok``."""
     if any(not item.ok for item in decoded):
         raise ValueError("score_decoded takes only scans that decoded; filter out the failed ones first")
 
     if config.tiles is None:
         images = torch.stack([item.image for item in decoded])
         embeddings = embed_images(embedder, images, config, device, options)
-        return ScanVerdicts(verdicts=score(embeddings, exemplars, threshold), embeddings=embeddings.numpy())
+        return ScanVerdicts(verdicts=score(embeddings, exemplars, threshold, rule), embeddings=embeddings.numpy())
 
     tile_embeddings = embed_tiles(embedder, decoded, config, device, options, tile_batch_size)
-    return _best_tiles(decoded, score(tile_embeddings, exemplars, threshold))
+    return _best_tiles(decoded, score(tile_embeddings, exemplars, threshold, rule), rule)
 
 
 def embed_tiles(
@@ -109,7 +111,7 @@ def _three_channels(tiles: torch.Tensor) -> torch.Tensor:
     return tiles.expand(-1, 3, -1, -1).contiguous() if tiles.shape[1] == 1 else tiles
 
 
-def _best_tiles(decoded: Sequence[Decoded], tile_verdicts: Verdicts) -> ScanVerdicts:
+def _best_tiles(decoded: Sequence[Decoded], tile_verdicts: Verdicts, rule: str) -> ScanVerdicts:
     per_scan: list[TileVerdicts] = []
     best_rows: list[int] = []
     best_boxes: list[np.ndarray] = []
@@ -119,7 +121,7 @@ def _best_tiles(decoded: Sequence[Decoded], tile_verdicts: Verdicts) -> ScanVerd
         verdicts = _slice(tile_verdicts, start, stop)
         per_scan.append(TileVerdicts(verdicts=verdicts, boxes=item.tiles.boxes, grid=item.tiles.grid))
 
-        best = int(np.argmin(verdicts.positive_distance))
+        best = int(np.argmax(suspicion(verdicts, rule)))
         best_rows.append(start + best)
         best_boxes.append(item.tiles.boxes[best])
         start = stop

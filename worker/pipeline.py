@@ -110,7 +110,7 @@ def screen_decoded(screener: Screener, session_factory: sessionmaker[Session], p
         inference_started = time.perf_counter()
         scan_verdicts = score_decoded(
             screener.embedder, [decoded[index] for index in good], screener.exemplars, screener.threshold,
-            screener.preprocess, screener.device, screener.inference_options, screener.tile_batch_size,
+            screener.preprocess, screener.device, screener.inference_options, screener.tile_batch_size, screener.score_rule,
         )
         report.inference_s = time.perf_counter() - inference_started
         scored_rows = _scored_rows(jobs, decoded, good, scan_verdicts, screener.embedding_dtype)

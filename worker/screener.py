@@ -21,7 +21,7 @@ from db.schema import LABEL_NEGATIVE, LABEL_POSITIVE, ModelVersion
 from models.checkpoint import Checkpoint, load_checkpoint
 from models.device import select_device
 from models.embedder import SiameseEmbedder
-from models.exemplars import ExemplarIndex, ExemplarSet
+from models.exemplars import SCORE_RULES, ExemplarIndex, ExemplarSet
 from models.inference import InferenceOptions, default_torch_threads
 from models.preprocess import PreprocessConfig
 from worker.settings import Settings
@@ -52,6 +52,7 @@ class Screener:
     embedding_dtype: str = "float32"
     inference_options: InferenceOptions = InferenceOptions()
     tile_batch_size: int = 256
+    score_rule: str = "nearest_positive"
 
     def close(self) -> None:
         self.executor.shutdown(wait=True)
@@ -91,9 +92,11 @@ def build_screener(
 
     if reuse is not None and reuse.model_sha256 == version.sha256:
         embedder, preprocess, checkpoint_threshold, executor = reuse.embedder, reuse.preprocess, reuse.checkpoint_threshold, reuse.executor
+        score_rule = reuse.score_rule
     else:
         checkpoint = _load_matching_checkpoint(version, device)
         embedder, preprocess, checkpoint_threshold = checkpoint.embedder, checkpoint.preprocess, checkpoint.threshold
+        score_rule = checkpoint_score_rule(checkpoint)
         executor = reuse.executor if reuse is not None else ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
 
     threshold = settings.threshold if settings.threshold is not None else version.threshold
@@ -121,7 +124,16 @@ def build_screener(
         inference_options=InferenceOptions(mixed_precision=settings.mixed_precision, compile=settings.torch_compile),
         embedding_dtype=settings.embedding_dtype,
         tile_batch_size=settings.tile_batch_size,
+        score_rule=score_rule,
     )
+
+
+def checkpoint_score_rule(checkpoint: Checkpoint) -> str:
+    """Return the score rule the checkpoint was trained for; checkpoints that name none use the paper's."""
+    rule = checkpoint.metadata.get("score_rule", "nearest_positive")
+    if rule not in SCORE_RULES:
+        raise ScreenerSetupError(f"checkpoint {checkpoint.version[:12]} names an unknown score rule {rule!r}; known: {SCORE_RULES}")
+    return rule
 
 
 def _load_matching_checkpoint(version: ModelVersion, device: torch.device) -> Checkpoint:
