@@ -34,6 +34,12 @@ logger = logging.getLogger(__name__)
 
 Box = tuple[int, int, int, int]
 
+# ``novelty`` pulls clear tiles together and pushes item tiles away from them, and scores a
+# tile by its distance to the nearest clear tile. ``item`` also pulls item tiles together
+# and scores by the distance to the nearest item tile, the paper's rule applied to tiles.
+OBJECTIVES = ("novelty", "item")
+SCORE_RULES = {"novelty": "novelty", "item": "nearest_positive"}
+
 
 @dataclass(frozen=True)
 class TileTrainConfig:
@@ -48,12 +54,15 @@ class TileTrainConfig:
     projections_per_scan: int = 2
     hard_negative_fraction: float = 0.5
     mining_pool: int = 4000
-    validation_exemplars: int = 512
+    validation_exemplars: int = 2048
     patience: int | None = None
     seed: int = 0
     weights: str = "none"
+    objective: str = "novelty"
 
     def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
         for name in ("epochs", "pairs_per_epoch", "batch_size", "mining_pool", "validation_exemplars"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -76,11 +85,20 @@ class LabelledScan:
 
 @dataclass
 class TileBank:
-    """Labelled tiles: ``images`` (N, C, S, S) float16, ``labels`` (N,) 1 on an item and 0 clear."""
+    """Labelled tiles: ``images`` (N, C, S, S) float16, ``labels`` (N,) 1 on an item and 0 clear.
+
+    ``sources`` are the clean grey training scans that items are projected into. Their
+    projected item tiles are drawn anew each epoch and follow the fixed tiles in ``images``.
+    """
 
     images: torch.Tensor
     labels: np.ndarray
+    sources: list[DecodedScan] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    fixed: int = 0
+
+    def __post_init__(self) -> None:
+        self.fixed = len(self.images)
 
     @property
     def positives(self) -> np.ndarray:
@@ -89,6 +107,11 @@ class TileBank:
     @property
     def negatives(self) -> np.ndarray:
         return np.flatnonzero(self.labels == 0)
+
+    def replace_projected(self, tiles: torch.Tensor) -> None:
+        """Swap the previous epoch's projected item tiles for ``tiles``."""
+        self.images = torch.cat([self.images[: self.fixed], tiles.to(torch.float16)])
+        self.labels = np.concatenate([self.labels[: self.fixed], np.ones(len(tiles), dtype=self.labels.dtype)])
 
 
 @dataclass
@@ -111,15 +134,14 @@ class TileTrainResult:
 
 
 def build_tile_bank(
-    scans: Sequence[LabelledScan], preprocess: PreprocessConfig, projections_per_scan: int, rng: np.random.Generator,
-    report: Callable[[str], None] = print,
+    scans: Sequence[LabelledScan], preprocess: PreprocessConfig, report: Callable[[str], None] = print,
 ) -> TileBank:
-    """Decode and tile the scans, label every tile, and add tiles of items projected into the clean scans."""
+    """Decode and tile the scans and label every tile; keep the clean grey scans as projection sources."""
     geometry = preprocess.tiles
     images: list[torch.Tensor] = []
     labels: list[np.ndarray] = []
+    sources: list[DecodedScan] = []
     skipped: list[tuple[str, str]] = []
-    tip = TipConfig()
 
     for scan in scans:
         if scan.positive and not scan.boxes:
@@ -132,27 +154,40 @@ def build_tile_bank(
             continue
 
         _add_tiles(images, labels, decoded, np.array(scan.boxes, dtype=np.int64).reshape(-1, 4), geometry)
-        if scan.positive or projections_per_scan == 0:
-            continue
-        if not decoded.is_grey or decoded.full_size is not None:
-            skipped.append((str(scan.path), "no projected items: projection needs a grey scan decoded at full size"))
-            continue
-        for _ in range(projections_per_scan):
-            try:
-                projection = project(decoded.pixels.astype(np.float64), generate_item(rng)[0], rng, tip)
-            except ValueError as error:
-                skipped.append((str(scan.path), f"no projected item: {error}"))
-                break
-            composed = DecodedScan(projection.composed.astype(np.float32), decoded.source_mode, decoded.bit_depth)
-            _add_tiles(images, labels, composed, np.array([projection.box]), geometry)
+        # Projection multiplies transmissions, so it needs a grey scan at its full size.
+        if not scan.positive and decoded.is_grey and decoded.full_size is None:
+            sources.append(decoded)
 
     if not images:
         raise ValueError("no training scan could be tiled")
-    bank = TileBank(images=torch.cat(images), labels=np.concatenate(labels), skipped=skipped)
-    report(f"tiles: {len(bank.positives)} on items, {len(bank.negatives)} clear, from {len(scans) - len(skipped)} scans")
-    if len(bank.positives) < 2 or len(bank.negatives) < 2:
-        raise ValueError("training needs at least two tiles on items and two clear tiles")
+    bank = TileBank(images=torch.cat(images), labels=np.concatenate(labels), sources=sources, skipped=skipped)
+    report(f"tiles: {len(bank.positives)} on items, {len(bank.negatives)} clear, from {len(scans) - len(skipped)} scans; "
+           f"{len(sources)} clean scans take projected items")
     return bank
+
+
+def projected_item_tiles(
+    sources: Sequence[DecodedScan], preprocess: PreprocessConfig, per_scan: int, rng: np.random.Generator
+) -> torch.Tensor:
+    """Project ``per_scan`` procedural items into each source scan; returns the tiles on those items."""
+    tiles: list[torch.Tensor] = []
+    labels: list[np.ndarray] = []
+    tip = TipConfig()
+    for source in sources:
+        for _ in range(per_scan):
+            try:
+                projection = project(source.pixels.astype(np.float64), generate_item(rng)[0], rng, tip)
+            except ValueError as error:
+                # A scan without a cargo area large enough takes no item.
+                logger.debug("no projected item: %s", error)
+                break
+            composed = DecodedScan(projection.composed.astype(np.float32), source.source_mode, source.bit_depth)
+            _add_tiles(tiles, labels, composed, np.array([projection.box]), preprocess.tiles)
+
+    if not tiles:
+        return torch.zeros((0, 1, preprocess.image_size, preprocess.image_size), dtype=torch.float16)
+    on_item = torch.from_numpy(np.concatenate(labels) == 1)
+    return torch.cat(tiles)[on_item]
 
 
 def _add_tiles(images, labels, scan: DecodedScan, item_boxes: np.ndarray, geometry) -> None:
@@ -184,7 +219,7 @@ def train_tiles(
     embedder.to(device)
     report(f"starting weights: {origin.describe()}")
 
-    bank = build_tile_bank(train_scans, preprocess, config.projections_per_scan, rng, report)
+    bank = build_tile_bank(train_scans, preprocess, report)
     validation = _validation_tiles(validation_scans, preprocess, report) if validation_scans else None
     optimizer = torch.optim.Adam(embedder.parameters(), lr=config.learning_rate)
     criterion = ContrastiveLoss(margin=config.margin)
@@ -192,6 +227,12 @@ def train_tiles(
     best_auc, best_state, best_epoch, stale = -1.0, None, 0, 0
 
     for epoch in range(1, config.epochs + 1):
+        # Fresh items at fresh places every epoch, so the network cannot learn the few it saw.
+        if config.projections_per_scan and bank.sources:
+            bank.replace_projected(projected_item_tiles(bank.sources, preprocess, config.projections_per_scan, rng))
+        if len(bank.positives) < 2 or len(bank.negatives) < 2:
+            raise ValueError("training needs at least two tiles on items and two clear tiles")
+
         hard = _mine_hard_negatives(embedder, bank, config, preprocess, device, rng) if epoch > 1 else None
         first, second, similar = _draw_pairs(bank, config, rng, hard)
         loss = _run_epoch(embedder, bank, first, second, similar, config, preprocess, criterion, optimizer, generator, device)
@@ -221,7 +262,8 @@ def train_tiles(
         "embedding_dim": 512,
         "weights_origin": origin.describe(),
         "train_config": asdict(config),
-        "training": "tiles: contrastive pairs with projected items and hard-negative mining",
+        "training": f"tiles, {config.objective} objective: contrastive pairs with projected items and hard-negative mining",
+        "score_rule": SCORE_RULES[config.objective],
         "history": [asdict(item) for item in history],
         "training_tiles": {"on_item": int(len(bank.positives)), "clear": int(len(bank.negatives))},
         "selection": {"rule": "validation ROC AUC" if validation is not None else "last epoch", "best_epoch": best_epoch},
@@ -234,21 +276,36 @@ def train_tiles(
 
 
 def _draw_pairs(bank: TileBank, config: TileTrainConfig, rng: np.random.Generator, hard: np.ndarray | None):
-    # A quarter item-item and a quarter clear-clear similar pairs, and half item-clear
-    # dissimilar ones, so both classes are pulled together and pushed apart equally.
     positives, negatives = bank.positives, bank.negatives
     count = config.pairs_per_epoch
-    quarter = count // 4
-    dissimilar = count - 2 * quarter
+    half = count // 2
+    dissimilar = count - half
 
+    # Dissimilar pairs: an item tile against a clear one. For the item objective the clear
+    # tile is a mined hard negative (the clear tiles nearest to items) part of the time.
     clear = rng.choice(negatives, dissimilar)
-    if hard is not None and len(hard):
+    if config.objective == "item" and hard is not None and len(hard):
         use_hard = rng.random(dissimilar) < config.hard_negative_fraction
         clear[use_hard] = rng.choice(hard, int(use_hard.sum()))
+    dissimilar_first, dissimilar_second = rng.choice(positives, dissimilar), clear
 
-    first = np.concatenate([rng.choice(positives, quarter), rng.choice(negatives, quarter), rng.choice(positives, dissimilar)])
-    second = np.concatenate([rng.choice(positives, quarter), rng.choice(negatives, quarter), clear])
-    similar = np.concatenate([np.ones(2 * quarter), np.zeros(dissimilar)]).astype(np.float32)
+    if config.objective == "item":
+        # Half the similar pairs item-item, half clear-clear.
+        quarter = half // 2
+        similar_first = np.concatenate([rng.choice(positives, quarter), rng.choice(negatives, half - quarter)])
+        similar_second = np.concatenate([rng.choice(positives, quarter), rng.choice(negatives, half - quarter)])
+    else:
+        # Clear-clear only, and part of the time the first tile is a mined hard one (the
+        # clear tiles farthest from the rest), which would otherwise raise false alarms.
+        similar_first = rng.choice(negatives, half)
+        if hard is not None and len(hard):
+            use_hard = rng.random(half) < config.hard_negative_fraction
+            similar_first[use_hard] = rng.choice(hard, int(use_hard.sum()))
+        similar_second = rng.choice(negatives, half)
+
+    first = np.concatenate([similar_first, dissimilar_first])
+    second = np.concatenate([similar_second, dissimilar_second])
+    similar = np.concatenate([np.ones(half), np.zeros(dissimilar)]).astype(np.float32)
     order = rng.permutation(count)
     return first[order], second[order], similar[order]
 
@@ -296,14 +353,21 @@ def _embed(embedder, tiles: torch.Tensor, preprocess: PreprocessConfig, device, 
 
 def _mine_hard_negatives(embedder, bank, config, preprocess, device, rng) -> np.ndarray:
     pool = rng.choice(bank.negatives, min(config.mining_pool, len(bank.negatives)), replace=False)
-    anchors = rng.choice(bank.positives, min(256, len(bank.positives)), replace=False)
     clear = _embed(embedder, bank.images[pool], preprocess, device)
-    items = _embed(embedder, bank.images[anchors], preprocess, device)
-    nearest = torch.cdist(clear, items).min(dim=1).values.numpy()
+    if config.objective == "item":
+        anchors = _embed(embedder, bank.images[rng.choice(bank.positives, min(256, len(bank.positives)), replace=False)], preprocess, device)
+        # Hard: the clear tiles nearest to any item tile.
+        hardness = -torch.cdist(clear, anchors).min(dim=1).values.numpy()
+    else:
+        anchors = clear[torch.from_numpy(rng.choice(len(pool), min(1024, len(pool)), replace=False))]
+        distances = torch.cdist(clear, anchors)
+        # Hard: the clear tiles farthest from their nearest other clear tile (zero is the tile itself).
+        distances[distances < 1e-6] = float("inf")
+        hardness = distances.min(dim=1).values.numpy()
 
-    # The tenth of the pool nearest to any item tile, at least 32 tiles.
+    # The hardest tenth of the pool, at least 32 tiles.
     keep = max(32, len(pool) // 10)
-    return pool[np.argsort(nearest)[:keep]]
+    return pool[np.argsort(-hardness)[:keep]]
 
 
 @dataclass(frozen=True)
@@ -335,18 +399,25 @@ def _validation_tiles(scans: Sequence[LabelledScan], preprocess: PreprocessConfi
 
 
 def _validation_auc(embedder, bank, validation: _ValidationTiles, config, preprocess, device, rng) -> float:
-    # The same item tiles every epoch, so the AUC changes only with the network.
+    # The same exemplar tiles every epoch (for items, from the scans' own boxes rather than
+    # the fresh projections), so the AUC changes only with the network.
     fixed = np.random.default_rng(config.seed + 1)
-    exemplars = fixed.choice(bank.positives, min(config.validation_exemplars, len(bank.positives)), replace=False)
-    items = _embed(embedder, bank.images[exemplars], preprocess, device)
+    if config.objective == "item":
+        positives = bank.positives
+        pool = positives[positives < bank.fixed] if (positives < bank.fixed).any() else positives
+    else:
+        pool = bank.negatives
+    exemplars = _embed(embedder, bank.images[fixed.choice(pool, min(config.validation_exemplars, len(pool)), replace=False)],
+                       preprocess, device)
     tiles = _embed(embedder, validation.tiles, preprocess, device)
-    nearest = torch.cdist(tiles, items).min(dim=1).values.numpy()
+    nearest = torch.cdist(tiles, exemplars).min(dim=1).values.numpy()
+    suspicion = -nearest if config.objective == "item" else nearest
 
-    # A scan is as suspicious as its best tile, exactly as in screening.
-    best = np.full(len(validation.labels), np.inf)
-    np.minimum.at(best, validation.scan_of_tile, nearest)
+    # A scan is as suspicious as its most suspicious tile, exactly as in screening.
+    best = np.full(len(validation.labels), -np.inf)
+    np.maximum.at(best, validation.scan_of_tile, suspicion)
     try:
-        return screening_metrics(-best, validation.labels).auc
+        return screening_metrics(best, validation.labels).auc
     except SingleClassError:
         return float("nan")
 

@@ -35,6 +35,8 @@ class ShownScan:
 
 def show_scan(database, settings, scan_id: int, out: Path) -> ShownScan:
     """Render scan ``scan_id`` to ``out`` as PNG; raises :class:`ShowError` when it cannot."""
+    from models.exemplars import score
+    from models.exemplars import suspicion as tile_suspicion
     from models.heatmap import render_heatmap, save_heatmap
     from models.imaging import ScanReadError, load_scan
     from models.inference import decode_one, decode_target
@@ -66,7 +68,8 @@ def show_scan(database, settings, scan_id: int, out: Path) -> ShownScan:
         else:
             embeddings = embed_tiles(screener.embedder, [decoded], config, screener.device, screener.inference_options)
             tile_boxes = decoded.tiles.boxes
-            suspicion = -screener.exemplars.positives.nearest(embeddings).distance.astype(np.float64)
+            verdicts = score(embeddings, screener.exemplars, screener.threshold, screener.score_rule)
+            suspicion = tile_suspicion(verdicts, screener.score_rule)
         image = render_heatmap(pixels, (decoded.width, decoded.height), tile_boxes, suspicion, box)
         save_heatmap(image, out)
     finally:

@@ -204,7 +204,7 @@ def test_evaluate_reports_localisation(tile_checkpoint, boxed_scans, tmp_path):
     results = run_evaluation(_evaluate_args(boxed_scans, tile_checkpoint, out), torch.device("cpu"), report=lambda line: None)
 
     assert results["mode"] == "tiles"
-    assert set(results["screening"]) == {"nearest_item", "novelty", "margin"}
+    assert set(results["screening"]) == {"nearest_positive", "novelty", "margin"}
     assert results["localisation"]["positives_with_box"] == 3
     assert 0.0 <= results["localisation"]["on_item_of_positives"] <= 1.0
     assert (out / "metrics.json").is_file()
@@ -245,3 +245,44 @@ def test_train_tiles_needs_boxes(boxed_scans, tmp_path):
 
     with pytest.raises(ValueError, match="could be tiled|two tiles"):
         train_tiles(scans, tmp_path / "x.pt", TileTrainConfig(epochs=1), TILES, torch.device("cpu"), report=lambda line: None)
+
+
+def test_novelty_model_boxes_most_novel_tile(sqlite_url, boxed_scans, tmp_path):
+    from db.database import open_database
+    from models.exemplars import suspicion
+
+    torch.manual_seed(1)
+    checkpoint = tmp_path / "novelty.pt"
+    save_checkpoint(checkpoint, SiameseEmbedder().eval(), TILES, threshold=1e-3, metadata={"score_rule": "novelty"})
+    database = open_database(sqlite_url)
+    _enrolled(database, checkpoint, boxed_scans)
+    path = _paths(boxed_scans["root"], "test", "positive")[0]
+    with database.sessions.begin() as session:
+        scan_id = repository.register_scans(session, [str(path)])[str(path)][0]
+    screener = build_screener(database.sessions, Settings(database_url="unused://"))
+
+    screen_batch(screener, database.sessions, [ScanJob(scan_id=scan_id, uri=str(path))])
+    tiles = score_decoded(screener.embedder, [decode_one(path, TILES, 10**8)], screener.exemplars, 1e-3, TILES,
+                          screener.device, rule="novelty").tiles[0]
+    screener.close()
+
+    assert screener.score_rule == "novelty"
+    with database.sessions() as session:
+        row = session.execute(select(Result)).scalar_one()
+    best = int(np.argmax(suspicion(tiles.verdicts, "novelty")))
+    assert [row.box_x0, row.box_y0, row.box_x1, row.box_y1] == tiles.boxes[best].tolist()
+    assert row.flagged
+    database.dispose()
+
+
+def test_unknown_score_rule_rejected(sqlite_url, boxed_scans, tmp_path):
+    from db.database import open_database
+    from worker.screener import ScreenerSetupError
+
+    checkpoint = tmp_path / "odd.pt"
+    save_checkpoint(checkpoint, SiameseEmbedder().eval(), TILES, threshold=1.0, metadata={"score_rule": "vote"})
+    database = open_database(sqlite_url)
+    with pytest.raises(ScreenerSetupError, match="unknown score rule"):
+        _enrolled(database, checkpoint, boxed_scans)
+        build_screener(database.sessions, Settings(database_url="unused://"))
+    database.dispose()
