@@ -55,3 +55,42 @@ def calibrate_threshold(negative_distances: np.ndarray, target_false_alarm: floa
         threshold=float(threshold), target_false_alarm=float(target_false_alarm), achieved_false_alarm=achieved,
         negatives=len(distances),
     )
+
+
+# With no negative allowed to be flagged, the threshold sits this fraction of its size above
+# the highest negative score, a margin against small shifts of new scans' scores.
+ABOVE_HIGHEST = 0.05
+
+
+def calibrate_suspicion(negative_scores: np.ndarray, target_false_alarm: float) -> Calibration:
+    """Choose the lowest threshold on suspicion (flagged at or above it) that flags at most the target share.
+
+    For score rules where a higher score is more suspicious, such as novelty and margin.
+    The threshold lies midway between the lowest score it
+    flags and the next lower distinct score. When no negative may be flagged it lies
+    ABOVE_HIGHEST above the highest score.
+    """
+    scores = np.sort(np.asarray(negative_scores, dtype=np.float64))[::-1]
+    if scores.ndim != 1 or len(scores) == 0:
+        raise ValueError("calibration needs at least one negative scan's score")
+    if not 0.0 <= target_false_alarm < 1.0:
+        raise ValueError(f"target false-alarm rate must be in [0, 1), got {target_false_alarm}")
+    if np.isnan(scores).any():
+        raise ValueError("scores must be numbers, not NaN")
+
+    allowed = int(np.floor(target_false_alarm * len(scores) + 1e-9))
+    values = np.unique(scores)[::-1]
+    flagged_at_value = np.array([np.count_nonzero(scores >= value) for value in values])
+    within = np.flatnonzero(flagged_at_value <= allowed)
+
+    if len(within) == 0:
+        threshold = scores[0] + ABOVE_HIGHEST * max(abs(scores[0]), 1e-6)
+    else:
+        last = within[-1]
+        threshold = (values[last] + values[last + 1]) / 2.0 if last + 1 < len(values) else values[last]
+
+    achieved = float(np.count_nonzero(scores >= threshold) / len(scores))
+    return Calibration(
+        threshold=float(threshold), target_false_alarm=float(target_false_alarm), achieved_false_alarm=achieved,
+        negatives=len(scores),
+    )

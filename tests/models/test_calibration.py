@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.calibration import calibrate_threshold
+from models.calibration import calibrate_suspicion, calibrate_threshold
 
 
 @pytest.mark.parametrize("target", [0.01, 0.05, 0.1])
@@ -108,3 +108,35 @@ def test_unknown_model_version_returns_none(enrolled_database):
 
     with enrolled_database.sessions.begin() as session:
         assert repository.set_model_threshold(session, "0" * 64, 0.3) is None
+
+
+@pytest.mark.parametrize("target", [0.01, 0.05, 0.2])
+def test_suspicion_hits_target(target):
+    scores = np.random.default_rng(4).gamma(2.0, 1.0, size=1000)
+
+    calibration = calibrate_suspicion(scores, target)
+
+    assert calibration.achieved_false_alarm <= target
+    assert calibration.achieved_false_alarm >= target - 0.002
+    assert np.count_nonzero(scores >= calibration.threshold) == round(calibration.achieved_false_alarm * 1000)
+
+
+def test_suspicion_threshold_between_scores():
+    calibration = calibrate_suspicion(np.array([1.0, 2.0, 3.0, 4.0]), 0.25)
+
+    assert calibration.threshold == 3.5
+    assert calibration.achieved_false_alarm == 0.25
+
+
+def test_suspicion_too_few_negatives_flags_none():
+    calibration = calibrate_suspicion(np.array([1.0, 2.0, 4.0]), 0.01)
+
+    assert calibration.threshold == pytest.approx(4.2)
+    assert calibration.achieved_false_alarm == 0.0
+
+
+def test_suspicion_rejects_nan_and_empty():
+    with pytest.raises(ValueError, match="NaN"):
+        calibrate_suspicion(np.array([1.0, np.nan]), 0.05)
+    with pytest.raises(ValueError, match="at least one"):
+        calibrate_suspicion(np.array([]), 0.05)

@@ -286,3 +286,32 @@ def test_unknown_score_rule_rejected(sqlite_url, boxed_scans, tmp_path):
         _enrolled(database, checkpoint, boxed_scans)
         build_screener(database.sessions, Settings(database_url="unused://"))
     database.dispose()
+
+
+def test_calibrate_tile_model_by_its_rule(sqlite_url, boxed_scans, tmp_path):
+    from db.database import open_database
+    from db.schema import ModelVersion
+    from scheduler.calibrate import calibrate_model
+    from scheduler.labelled import from_manifest
+
+    torch.manual_seed(2)
+    checkpoint = tmp_path / "novelty.pt"
+    save_checkpoint(checkpoint, SiameseEmbedder().eval(), TILES, threshold=1e-3, metadata={"score_rule": "novelty"})
+    database = open_database(sqlite_url)
+    _enrolled(database, checkpoint, boxed_scans)
+
+    result = calibrate_model(database.sessions, checkpoint, from_manifest(boxed_scans["manifest"], "test"), 0.0,
+                             torch.device("cpu"))
+
+    assert result.calibration.negatives == 3
+    assert result.calibration.achieved_false_alarm == 0.0
+    with database.sessions() as session:
+        stored = session.execute(select(ModelVersion.threshold)).scalar_one()
+    assert stored == pytest.approx(result.calibration.threshold)
+    screener = build_screener(database.sessions, Settings(database_url="unused://"))
+    decoded = [decode_one(path, TILES, 10**8) for path in _paths(boxed_scans["root"], "test", "negative")]
+    verdicts = score_decoded(screener.embedder, decoded, screener.exemplars, screener.threshold, TILES, screener.device,
+                             rule=screener.score_rule).verdicts
+    screener.close()
+    assert not verdicts.flagged.any()
+    database.dispose()
