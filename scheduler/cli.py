@@ -49,7 +49,7 @@ def _accept_db_everywhere(parser: argparse.ArgumentParser) -> None:
             for subparser in action.choices.values():
                 if "--db" not in subparser._option_string_actions:
                     # SUPPRESS keeps a subcommand from resetting a --db given before it.
-                    subparser.add_argument("--db", default=argparse.SUPPRESS, help="database URL (as before the command)")
+                    subparser.add_argument("--db", default=argparse.SUPPRESS, help="database URL; the same as --db before the command")
                 _accept_db_everywhere(subparser)
 
 
@@ -135,7 +135,7 @@ def _build_parser() -> argparse.ArgumentParser:
     enroll.set_defaults(handler=commands.run_enroll)
 
     screen = sub.add_parser("screen", help="screen a folder in this process (no Redis)")
-    screen.add_argument("folder", type=Path)
+    screen.add_argument("folder", type=Path, help="folder of scans to screen (searched recursively for JPEG, PNG and TIFF)")
     screen.add_argument("--batch-size", type=int, help="scans per forward pass (default: CARGOSCAN_MAX_BATCH_SIZE or 32)")
     screen.add_argument("--threshold", type=float,
                         help="decision threshold (default: the model version's, set by enroll and by calibrate)")

@@ -6,7 +6,7 @@ import csv
 import io
 import sys
 
-from db import registry
+from db import registry, repository
 from db.rescore import changed_verdicts, rescore_progress
 from scheduler.commands import UserError, _open, _settings
 from scheduler.results import format_rows
@@ -17,6 +17,8 @@ def run_models_list(args) -> int:
     try:
         with database.sessions() as session:
             versions = registry.list_versions(session)
+            newest = repository.latest_exemplar_set(session)
+            newest_id = None if newest is None else newest.id
     finally:
         database.dispose()
 
@@ -29,6 +31,9 @@ def run_models_list(args) -> int:
         active = f"active (set {version.active_exemplar_set_id})" if version.active_exemplar_set_id else ""
         rows.append([str(version.id), version.sha256[:12], version.name, f"{version.threshold:.4f}", sets, str(version.results), active])
     print(format_rows(["id", "sha256", "name", "threshold", "exemplar sets", "results", "status"], rows))
+    if newest_id is not None and not any(version.active_exemplar_set_id for version in versions):
+        print(f"no model version activated: workers use the newest exemplar set ({newest_id}); "
+              "'cargoscan models activate' pins one")
     return 0
 
 

@@ -189,6 +189,8 @@ def test_registry_commands(screened, tiny_checkpoint, tmp_path, capsys):
     with screened.sessions() as session:
         sha = registry.active_selection(session).model_sha256
 
+    assert main(["--db", url, "models", "list"]) == 0
+    assert f"no model version activated: workers use the newest exemplar set ({second})" in capsys.readouterr().out
     assert main(["--db", url, "models", "activate", sha[:10], "--exemplar-set", "1"]) == 0
     assert "exemplar set 1" in capsys.readouterr().out
     assert main(["--db", url, "models", "list"]) == 0
