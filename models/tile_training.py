@@ -25,6 +25,7 @@ from models.embedder import build_embedder
 from models.imaging import DecodedScan, ScanReadError, load_scan
 from models.inference import decode_target, embed_images
 from models.loss import ContrastiveLoss
+from models.exemplars import SCORE_RULES
 from models.metrics import SingleClassError, screening_metrics
 from models.preprocess import PreprocessConfig, normalize
 from models.tiling import ON_ITEM_FRACTION, cut_tiles, item_coverage
@@ -34,11 +35,12 @@ logger = logging.getLogger(__name__)
 
 Box = tuple[int, int, int, int]
 
-# ``novelty`` pulls clear tiles together and pushes item tiles away from them, and scores a
-# tile by its distance to the nearest clear tile. ``item`` also pulls item tiles together
-# and scores by the distance to the nearest item tile, the paper's rule applied to tiles.
+# ``novelty`` pulls clear tiles together and pushes item tiles away from them. ``item`` also
+# pulls item tiles together, so items form a cluster of their own. Each has a default score
+# rule: the distance to the nearest clear tile for ``novelty``, and for ``item`` the margin
+# between the nearest clear and the nearest item tile.
 OBJECTIVES = ("novelty", "item")
-SCORE_RULES = {"novelty": "novelty", "item": "nearest_positive"}
+DEFAULT_SCORE_RULES = {"novelty": "novelty", "item": "margin"}
 
 
 @dataclass(frozen=True)
@@ -59,10 +61,15 @@ class TileTrainConfig:
     seed: int = 0
     weights: str = "none"
     objective: str = "novelty"
+    score_rule: str | None = None
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if self.score_rule is None:
+            object.__setattr__(self, "score_rule", DEFAULT_SCORE_RULES[self.objective])
+        if self.score_rule not in SCORE_RULES:
+            raise ValueError(f"score_rule must be one of {SCORE_RULES}, got {self.score_rule!r}")
         for name in ("epochs", "pairs_per_epoch", "batch_size", "mining_pool", "validation_exemplars"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -263,7 +270,7 @@ def train_tiles(
         "weights_origin": origin.describe(),
         "train_config": asdict(config),
         "training": f"tiles, {config.objective} objective: contrastive pairs with projected items and hard-negative mining",
-        "score_rule": SCORE_RULES[config.objective],
+        "score_rule": config.score_rule,
         "history": [asdict(item) for item in history],
         "training_tiles": {"on_item": int(len(bank.positives)), "clear": int(len(bank.negatives))},
         "selection": {"rule": "validation ROC AUC" if validation is not None else "last epoch", "best_epoch": best_epoch},
@@ -399,19 +406,20 @@ def _validation_tiles(scans: Sequence[LabelledScan], preprocess: PreprocessConfi
 
 
 def _validation_auc(embedder, bank, validation: _ValidationTiles, config, preprocess, device, rng) -> float:
-    # The same exemplar tiles every epoch (for items, from the scans' own boxes rather than
+    # The same exemplar tiles every epoch (item tiles from the scans' own boxes rather than
     # the fresh projections), so the AUC changes only with the network.
     fixed = np.random.default_rng(config.seed + 1)
-    if config.objective == "item":
-        positives = bank.positives
-        pool = positives[positives < bank.fixed] if (positives < bank.fixed).any() else positives
-    else:
-        pool = bank.negatives
-    exemplars = _embed(embedder, bank.images[fixed.choice(pool, min(config.validation_exemplars, len(pool)), replace=False)],
-                       preprocess, device)
+    positives = bank.positives
+    items = positives[positives < bank.fixed] if (positives < bank.fixed).any() else positives
+    count = config.validation_exemplars
+    item_tiles = _embed(embedder, bank.images[fixed.choice(items, min(count, len(items)), replace=False)], preprocess, device)
+    clear_tiles = _embed(embedder, bank.images[fixed.choice(bank.negatives, min(count, len(bank.negatives)), replace=False)],
+                         preprocess, device)
+
     tiles = _embed(embedder, validation.tiles, preprocess, device)
-    nearest = torch.cdist(tiles, exemplars).min(dim=1).values.numpy()
-    suspicion = -nearest if config.objective == "item" else nearest
+    to_item = torch.cdist(tiles, item_tiles).min(dim=1).values.numpy().astype(np.float64)
+    to_clear = torch.cdist(tiles, clear_tiles).min(dim=1).values.numpy().astype(np.float64)
+    suspicion = {"nearest_positive": -to_item, "novelty": to_clear, "margin": to_clear - to_item}[config.score_rule]
 
     # A scan is as suspicious as its most suspicious tile, exactly as in screening.
     best = np.full(len(validation.labels), -np.inf)

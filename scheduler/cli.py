@@ -115,6 +115,8 @@ def _build_parser() -> argparse.ArgumentParser:
     tiles.add_argument("--projections-per-scan", type=int, default=2, help="procedural items projected into each clean training scan")
     tiles.add_argument("--objective", choices=("novelty", "item"), default="novelty",
                        help="novelty: score tiles by distance to clear tiles; item: by distance to item tiles")
+    tiles.add_argument("--score-rule", choices=("nearest_positive", "novelty", "margin"),
+                       help="rule the model version screens by (default: novelty for --objective novelty, margin for item)")
     tiles.add_argument("--hard-negative-fraction", type=float, default=0.5, help="share of dissimilar pairs that use mined hard negatives")
     tiles.add_argument("--patience", type=int, help="stop after this many epochs without validation improvement")
     tiles.add_argument("--seed", type=int, default=0)
