@@ -304,6 +304,11 @@ class ResultRow:
     model_sha256: str | None
     exemplar_set_id: int | None
     scored_at: datetime | None
+    # Tile mode: the top tile's box in scan pixels.
+    box_x0: int | None = None
+    box_y0: int | None = None
+    box_x1: int | None = None
+    box_y1: int | None = None
 
 
 def list_results(session: Session, limit: int | None = None, flagged_only: bool = False, include_failed: bool = True) -> list[ResultRow]:
@@ -315,6 +320,7 @@ def list_results(session: Session, limit: int | None = None, flagged_only: bool 
         select(
             Scan.id, Scan.uri, Scan.status, Result.flagged, Result.positive_distance, Result.negative_distance,
             Result.threshold, Scan.failure_reason, ModelVersion.sha256, Result.exemplar_set_id, Result.scored_at,
+            Result.box_x0, Result.box_y0, Result.box_x1, Result.box_y1,
         )
         .select_from(Scan)
         .outerjoin(latest, latest.c.scan_id == Scan.id)

@@ -10,7 +10,9 @@ from dataclasses import asdict
 
 from db.repository import ResultRow
 
-COLUMNS = ("scan_id", "status", "flagged", "positive_distance", "negative_distance", "threshold", "model", "uri", "failure_reason")
+COLUMNS = (
+    "scan_id", "status", "flagged", "positive_distance", "negative_distance", "threshold", "box", "model", "uri", "failure_reason",
+)
 
 
 def _values(row: ResultRow) -> dict[str, object]:
@@ -21,10 +23,17 @@ def _values(row: ResultRow) -> dict[str, object]:
         "positive_distance": row.positive_distance,
         "negative_distance": row.negative_distance,
         "threshold": row.threshold,
+        "box": _box(row),
         "model": row.model_sha256[:12] if row.model_sha256 else None,
         "uri": row.uri,
         "failure_reason": row.failure_reason,
     }
+
+
+def _box(row: ResultRow) -> str | None:
+    # Tile-mode results name the top tile as x0,y0,x1,y1 in scan pixels; whole-scan results have none.
+    corners = (row.box_x0, row.box_y0, row.box_x1, row.box_y1)
+    return None if any(value is None for value in corners) else ",".join(str(value) for value in corners)
 
 
 def format_json(rows: Sequence[ResultRow]) -> str:

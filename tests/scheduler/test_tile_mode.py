@@ -22,6 +22,7 @@ from models.scan_scoring import score_decoded
 from models.synthetic import SceneConfig, render_scan, write_png16
 from scheduler.enroll import enroll
 from scheduler.evaluate import EvaluationError, run_evaluation
+from scheduler.results import format_csv
 from scheduler.show import ShowError, show_scan
 from worker.pipeline import ScanJob, screen_batch
 from worker.screener import build_screener
@@ -127,6 +128,13 @@ def test_screening_stores_top_tile_box(database_url, tile_checkpoint, boxed_scan
         assert row.tile_count == TILE_COUNT
         assert 0 <= row.box_x0 < row.box_x1 <= SCENE.width
         assert 0 <= row.box_y0 < row.box_y1 <= SCENE.height
+
+    with database.sessions() as session:
+        listed = repository.list_results(session)
+    csv_text = format_csv(listed)
+    first = rows[0]
+    assert csv_text.splitlines()[0].split(",")[6] == "box"
+    assert f"{first.box_x0},{first.box_y0},{first.box_x1},{first.box_y1}" in csv_text
     database.dispose()
 
 
