@@ -323,3 +323,25 @@ def test_calibrate_tile_model_by_its_rule(sqlite_url, boxed_scans, tmp_path):
     screener.close()
     assert not verdicts.flagged.any()
     database.dispose()
+
+
+def test_show_command_prints_box(sqlite_url, tile_checkpoint, boxed_scans, tmp_path, capsys):
+    from db.database import open_database
+    from scheduler.cli import main
+
+    database = open_database(sqlite_url)
+    _enrolled(database, tile_checkpoint, boxed_scans)
+    path = _paths(boxed_scans["root"], "test", "negative")[0]
+    with database.sessions.begin() as session:
+        scan_id = repository.register_scans(session, [str(path)])[str(path)][0]
+    screener = build_screener(database.sessions, Settings(database_url="unused://"))
+    screen_batch(screener, database.sessions, [ScanJob(scan_id=scan_id, uri=str(path))])
+    screener.close()
+    database.dispose()
+
+    assert main(["--db", sqlite_url, "show", str(scan_id), "--out", str(tmp_path / "shown.png")]) == 0
+    output = capsys.readouterr().out
+    assert f"of {TILE_COUNT} tiles" in output
+    assert (tmp_path / "shown.png").is_file()
+    assert main(["--db", sqlite_url, "show", str(scan_id + 50), "--out", str(tmp_path / "none.png")]) == 2
+    assert "not found" in capsys.readouterr().err
