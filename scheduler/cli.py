@@ -184,6 +184,8 @@ def _build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", help="cpu, cuda or cuda:N")
     evaluate.add_argument("--annotations", type=Path,
                           help="tile-mode models: item boxes as a folder of VOC .xml or YOLO .txt files, or a CSV")
+    evaluate.add_argument("--whole-model", type=Path,
+                          help="tile-mode models: a whole-scan checkpoint evaluated on the same scans, reported side by side")
     evaluate.add_argument("--max-clear-exemplars", type=int, default=50_000,
                           help="tile-mode models: clear exemplar tiles kept for the novelty and margin scores (a random sample)")
     evaluate.set_defaults(handler=commands.run_evaluate)

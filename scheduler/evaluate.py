@@ -109,11 +109,34 @@ def _evaluate_tiles(args, checkpoint, device, report) -> dict[str, Any]:
         raise EvaluationError(str(error)) from error
 
     results["model"]["path"] = str(args.model)
+    if getattr(args, "whole_model", None) is not None:
+        results["whole_scan"] = _whole_scan_comparison(args, device, results, report)
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         dump_json(results, args.out / "metrics.json")
         report(f"wrote {args.out / 'metrics.json'}")
     return results
+
+
+def _whole_scan_comparison(args, device, tile_results: dict[str, Any], report) -> dict[str, Any]:
+    # The paper's whole-scan model on the same test scans and exemplar split, so every tile
+    # report shows both modes side by side.
+    from argparse import Namespace
+
+    whole_args = Namespace(**{**vars(args), "model": args.whole_model, "out": None, "whole_model": None})
+    whole = run_evaluation(whole_args, device, report=lambda line: None)
+    if whole.get("mode") == "tiles":
+        raise EvaluationError(f"{args.whole_model} is a tile-mode model; --whole-model takes a whole-scan checkpoint")
+    if whole.get("screening") is None:
+        raise EvaluationError(f"{args.whole_model}: no screening metrics; the manifest needs an exemplar split")
+
+    whole_metrics = whole["screening"]["nearest_positive"]
+    tile_metrics = tile_results["screening"][tile_results["score_rule"]]
+    report("mode        ROC AUC  detection at 1% FA  at 5% FA")
+    for name, metrics in (("whole scan", whole_metrics), ("tiles", tile_metrics)):
+        report(f"{name:<11} {metrics['auc']:.3f}    {metrics['at_1_percent']['detection']:.3f}               "
+               f"{metrics['at_5_percent']['detection']:.3f}")
+    return {"model": str(args.whole_model), "version": whole["model"]["version"], "screening": whole_metrics}
 
 
 def _gather_sets(args) -> tuple[LabelledSet, LabelledSet | None, LabelledSet | None]:

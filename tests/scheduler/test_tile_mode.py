@@ -199,10 +199,11 @@ def test_show_unscored_scan_rejected(sqlite_url, tile_checkpoint, boxed_scans, t
     database.dispose()
 
 
-def _evaluate_args(boxed_scans, model: Path, out: Path | None) -> Namespace:
+def _evaluate_args(boxed_scans, model: Path, out: Path | None, whole_model: Path | None = None) -> Namespace:
     return Namespace(
         model=model, manifest=boxed_scans["manifest"], split="test", exemplar_split="train", annotations=None,
-        max_clear_exemplars=1000, seed=0, out=out, positive=None, negative=None,
+        max_clear_exemplars=1000, seed=0, out=out, positive=None, negative=None, whole_model=whole_model,
+        validation_split="none", exemplar_positive=None, exemplar_negative=None, pairs=40, threshold=None, far=0.05,
     )
 
 
@@ -345,3 +346,22 @@ def test_show_command_prints_box(sqlite_url, tile_checkpoint, boxed_scans, tmp_p
     assert (tmp_path / "shown.png").is_file()
     assert main(["--db", sqlite_url, "show", str(scan_id + 50), "--out", str(tmp_path / "none.png")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_evaluate_tiles_beside_whole_scan(tile_checkpoint, tiny_checkpoint, boxed_scans):
+    lines = []
+    args = _evaluate_args(boxed_scans, tile_checkpoint, None, whole_model=tiny_checkpoint)
+
+    results = run_evaluation(args, torch.device("cpu"), report=lines.append)
+
+    assert results["whole_scan"]["model"] == str(tiny_checkpoint)
+    assert 0.0 <= results["whole_scan"]["screening"]["auc"] <= 1.0
+    assert any(line.startswith("whole scan") for line in lines)
+    assert any(line.startswith("tiles") for line in lines)
+
+
+def test_whole_model_must_be_whole_scan(tile_checkpoint, boxed_scans):
+    args = _evaluate_args(boxed_scans, tile_checkpoint, None, whole_model=tile_checkpoint)
+
+    with pytest.raises(EvaluationError, match="takes a whole-scan checkpoint"):
+        run_evaluation(args, torch.device("cpu"), report=lambda line: None)
