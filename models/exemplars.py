@@ -227,11 +227,11 @@ class Verdicts:
     flagged: np.ndarray
 
 
-# How a query's distances become a suspicion score (higher is more suspicious) and a flag:
-# ``nearest_positive`` (the paper's rule) flags a query within the threshold of a positive
-# exemplar; ``novelty`` flags one at least the threshold away from every negative exemplar;
-# ``margin`` flags one whose nearest negative is farther than its nearest positive by at
-# least the threshold.
+# Score rules turn a query's distances into a suspicion score (higher is more suspicious)
+# and a flag. ``nearest_positive`` (the paper's rule) flags a query within the threshold of
+# a positive exemplar. ``novelty`` flags one at least the threshold away from every negative
+# exemplar. ``margin`` flags one whose nearest negative is farther than its nearest positive
+# by at least the threshold.
 SCORE_RULES = ("nearest_positive", "novelty", "margin")
 
 
