@@ -10,12 +10,12 @@ import shutil
 import time
 
 import pytest
-from sqlalchemy import select
 
 from db import repository
 from db.schema import Scan
 from scheduler.enqueue import send_job
 from tests.worker.celery_harness import celery_worker, metric_value, scrape, wait_until
+from tests.worker.scan_records import all_settled, register
 from worker.tasks import screen
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -25,16 +25,6 @@ MAX_BATCH_DELAY_S = 1.0
 BATCH_TIME_BOUND_S = 8.0
 
 
-def _register(database, paths) -> dict[str, int]:
-    with database.sessions.begin() as session:
-        recorded = repository.register_scans(session, [str(path) for path in paths])
-    return {uri: scan_id for uri, (scan_id, _) in recorded.items()}
-
-
-def _settled(database, scan_ids) -> bool:
-    with database.sessions() as session:
-        statuses = session.execute(select(Scan.status).where(Scan.id.in_(list(scan_ids)))).scalars().all()
-    return len(statuses) == len(scan_ids) and all(status != "queued" for status in statuses)
 
 
 def _database_latency_s(database, scan_id: int) -> float:
@@ -45,21 +35,21 @@ def _database_latency_s(database, scan_id: int) -> float:
 
 def test_lone_scan_flushed_within_delay(enrolled_database, redis_url, scan_folder, tmp_path):
     warm_path, lone_path = sorted(scan_folder.glob("*.png"))[:2]
-    ids = _register(enrolled_database, [warm_path, lone_path])
+    ids = register(enrolled_database, [warm_path, lone_path])
     database_url = enrolled_database.engine.url.render_as_string(hide_password=False)
     delay_ms = str(int(MAX_BATCH_DELAY_S * 1000))
 
     with celery_worker(database_url, redis_url, tmp_path, max_batch_size="32", max_batch_delay_ms=delay_ms) as (queue, port, _):
         # The first batch loads the model and the exemplars; the lone scan must not pay for that.
         send_job(screen, ids[str(warm_path)], str(warm_path), queue)
-        wait_until(lambda: _settled(enrolled_database, [ids[str(warm_path)]]), 60, message="warm-up scan screened")
+        wait_until(lambda: all_settled(enrolled_database, [ids[str(warm_path)]]), 60, message="warm-up scan screened")
 
         lone_id = ids[str(lone_path)]
         with enrolled_database.sessions.begin() as session:
             repository.requeue_scans(session, [lone_id])
         sent = time.monotonic()
         send_job(screen, lone_id, str(lone_path), queue)
-        wait_until(lambda: _settled(enrolled_database, [lone_id]), 60, interval_s=0.02, message="lone scan screened")
+        wait_until(lambda: all_settled(enrolled_database, [lone_id]), 60, interval_s=0.02, message="lone scan screened")
         observed_s = time.monotonic() - sent
         metrics = scrape(port)
 
@@ -77,14 +67,14 @@ def test_burst_fills_batches(enrolled_database, redis_url, scan_folder, tmp_path
         copy = scan_folder / f"copy_{index:02d}.png"
         shutil.copyfile(sources[index % len(sources)], copy)
         paths.append(copy)
-    ids = _register(enrolled_database, paths)
+    ids = register(enrolled_database, paths)
     database_url = enrolled_database.engine.url.render_as_string(hide_password=False)
 
     # A long delay, so only a full buffer can trigger a flush while the burst arrives.
     with celery_worker(database_url, redis_url, tmp_path, max_batch_size="4", max_batch_delay_ms="20000") as (queue, port, _):
         for uri, scan_id in ids.items():
             send_job(screen, scan_id, uri, queue)
-        wait_until(lambda: _settled(enrolled_database, ids.values()), 90, message="burst screened")
+        wait_until(lambda: all_settled(enrolled_database, ids.values()), 90, message="burst screened")
         metrics = scrape(port)
 
     assert metric_value(metrics, "cargoscan_batch_size_count") == 3

@@ -9,25 +9,16 @@ from db import repository
 from db.schema import SCAN_FAILED, Result, Scan
 from scheduler.enqueue import send_job
 from tests.worker.celery_harness import celery_worker, metric_value, scrape, wait_until
+from tests.worker.scan_records import all_settled, register
 from worker.tasks import screen
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 
-def _register(database, paths) -> dict[str, int]:
-    with database.sessions.begin() as session:
-        recorded = repository.register_scans(session, [str(path) for path in paths])
-    return {uri: scan_id for uri, (scan_id, _) in recorded.items()}
-
-
-def _settled(database, scan_ids) -> bool:
-    with database.sessions() as session:
-        statuses = session.execute(select(Scan.status).where(Scan.id.in_(list(scan_ids)))).scalars().all()
-    return len(statuses) == len(scan_ids) and all(status != "queued" for status in statuses)
 
 
 def test_scan_enqueued_twice_scored_once(enrolled_database, redis_url, scan_folder, tmp_path):
-    ids = _register(enrolled_database, sorted(scan_folder.glob("*.png")))
+    ids = register(enrolled_database, sorted(scan_folder.glob("*.png")))
     database_url = enrolled_database.engine.url.render_as_string(hide_password=False)
 
     with celery_worker(database_url, redis_url, tmp_path, CARGOSCAN_SCAN_ROOT=str(scan_folder)) as (queue, port, _):
@@ -45,13 +36,13 @@ def test_scan_enqueued_twice_scored_once(enrolled_database, redis_url, scan_fold
 def test_metrics_count_every_job(enrolled_database, redis_url, scan_folder, tmp_path):
     paths = sorted(scan_folder.glob("*.png"))
     paths[1].write_bytes(b"")
-    ids = _register(enrolled_database, paths)
+    ids = register(enrolled_database, paths)
     database_url = enrolled_database.engine.url.render_as_string(hide_password=False)
 
     with celery_worker(database_url, redis_url, tmp_path, CARGOSCAN_SCAN_ROOT=str(scan_folder), max_batch_size="3") as (queue, port, _):
         for uri, scan_id in ids.items():
             send_job(screen, scan_id, uri, queue)
-        wait_until(lambda: _settled(enrolled_database, ids.values()), 90, message="all scans settled")
+        wait_until(lambda: all_settled(enrolled_database, ids.values()), 90, message="all scans settled")
         metrics = scrape(port)
 
     assert metric_value(metrics, "cargoscan_scans_total", 'outcome="scored"') == len(ids) - 1
@@ -66,13 +57,13 @@ def test_metrics_count_every_job(enrolled_database, redis_url, scan_folder, tmp_
 
 
 def test_lone_scan_flushed_after_delay(enrolled_database, redis_url, scan_folder, tmp_path):
-    ids = _register(enrolled_database, sorted(scan_folder.glob("*.png"))[:1])
+    ids = register(enrolled_database, sorted(scan_folder.glob("*.png"))[:1])
     database_url = enrolled_database.engine.url.render_as_string(hide_password=False)
 
     with celery_worker(database_url, redis_url, tmp_path, max_batch_size="32", max_batch_delay_ms="300") as (queue, port, _):
         uri, scan_id = next(iter(ids.items()))
         send_job(screen, scan_id, uri, queue)
-        wait_until(lambda: _settled(enrolled_database, [scan_id]), 60, message="lone scan screened")
+        wait_until(lambda: all_settled(enrolled_database, [scan_id]), 60, message="lone scan screened")
         metrics = scrape(port)
 
     assert metric_value(metrics, "cargoscan_batch_size_sum") == 1

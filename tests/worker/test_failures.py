@@ -11,10 +11,10 @@ import pytest
 from kombu import Connection, Exchange, Producer, Queue
 from sqlalchemy import func, select
 
-from db import repository
 from db.schema import SCAN_DONE, SCAN_FAILED, Result, Scan
 from scheduler.enqueue import send_job
 from tests.worker.celery_harness import launch_worker, metric_value, private_queue, scrape, wait_until
+from tests.worker.scan_records import all_settled, register
 from worker.tasks import screen
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -22,21 +22,12 @@ pytestmark = [pytest.mark.redis, pytest.mark.slow]
 VISIBILITY_TIMEOUT_S = "10"
 
 
-def _register(database, paths) -> dict[str, int]:
-    with database.sessions.begin() as session:
-        recorded = repository.register_scans(session, [str(path) for path in paths])
-    return {uri: scan_id for uri, (scan_id, _) in recorded.items()}
-
 
 def _statuses(database, scan_ids) -> dict[int, tuple[str, str | None]]:
     with database.sessions() as session:
         rows = session.execute(select(Scan.id, Scan.status, Scan.failure_reason).where(Scan.id.in_(list(scan_ids)))).tuples()
         return {scan_id: (status, reason) for scan_id, status, reason in rows}
 
-
-def _settled(database, scan_ids) -> bool:
-    statuses = _statuses(database, scan_ids)
-    return len(statuses) == len(scan_ids) and all(status != "queued" for status, _ in statuses.values())
 
 
 def _result_counts(database, scan_ids) -> list[int]:
@@ -60,7 +51,7 @@ def test_killed_worker_jobs_redelivered(enrolled_database, redis_url, scan_folde
     paths = sorted(scan_folder.glob("*.png"))
     slow = scan_folder / "slow_scan.png"
     shutil.copy(paths[0], slow)
-    ids = _register(enrolled_database, [*paths, slow])
+    ids = register(enrolled_database, [*paths, slow])
     queue = private_queue()
     options = dict(
         queue=queue, crashing=True, max_batch_size="16", CARGOSCAN_SCAN_ROOT=str(scan_folder),
@@ -76,7 +67,7 @@ def test_killed_worker_jobs_redelivered(enrolled_database, redis_url, scan_folde
 
     second = launch_worker(_url(enrolled_database), redis_url, tmp_path, CARGOSCAN_TEST_SLOW_S="0.5", **options)
     try:
-        wait_until(lambda: _settled(enrolled_database, ids.values()), 120, interval_s=1.0, message="redelivered jobs screened")
+        wait_until(lambda: all_settled(enrolled_database, ids.values()), 120, interval_s=1.0, message="redelivered jobs screened")
         metrics = scrape(second.port)
     finally:
         second.stop()
@@ -95,7 +86,7 @@ def test_poison_scan_fails_after_bounded_attempts(enrolled_database, redis_url, 
     paths = sorted(scan_folder.glob("*.png"))[:4]
     poison = scan_folder / "poison_scan.png"
     shutil.copy(paths[0], poison)
-    ids = _register(enrolled_database, [*paths, poison])
+    ids = register(enrolled_database, [*paths, poison])
     queue = private_queue()
     options = dict(
         queue=queue, crashing=True, CARGOSCAN_SCAN_ROOT=str(scan_folder),
@@ -107,9 +98,9 @@ def test_poison_scan_fails_after_bounded_attempts(enrolled_database, redis_url, 
     # A supervisor restarts the worker each time the poison scan kills it.
     restarts = 0
     deadline = time.monotonic() + 240
-    while not _settled(enrolled_database, ids.values()) and time.monotonic() < deadline:
+    while not all_settled(enrolled_database, ids.values()) and time.monotonic() < deadline:
         worker = launch_worker(_url(enrolled_database), redis_url, tmp_path, **options)
-        while worker.process.poll() is None and not _settled(enrolled_database, ids.values()) and time.monotonic() < deadline:
+        while worker.process.poll() is None and not all_settled(enrolled_database, ids.values()) and time.monotonic() < deadline:
             time.sleep(0.5)
         if worker.process.poll() is not None:
             restarts += 1
@@ -124,7 +115,7 @@ def test_poison_scan_fails_after_bounded_attempts(enrolled_database, redis_url, 
 
 def test_pickle_message_rejected(enrolled_database, redis_url, scan_folder, tmp_path):
     paths = sorted(scan_folder.glob("*.png"))[:1]
-    ids = _register(enrolled_database, paths)
+    ids = register(enrolled_database, paths)
     queue = private_queue()
     marker = tmp_path / "pickle-ran"
     worker = launch_worker(_url(enrolled_database), redis_url, tmp_path, queue=queue, CARGOSCAN_SCAN_ROOT=str(scan_folder))
@@ -139,7 +130,7 @@ def test_pickle_message_rejected(enrolled_database, redis_url, scan_folder, tmp_
             )
         uri, scan_id = next(iter(ids.items()))
         send_job(screen, scan_id, uri, queue)
-        wait_until(lambda: _settled(enrolled_database, [scan_id]), 60, message="JSON job after the pickle one screened")
+        wait_until(lambda: all_settled(enrolled_database, [scan_id]), 60, message="JSON job after the pickle one screened")
         wait_until(lambda: "pickle" in worker.log(), 30, message="pickle message logged")
         log = worker.log()
     finally:

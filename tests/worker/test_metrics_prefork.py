@@ -8,12 +8,10 @@ import shutil
 import time
 
 import pytest
-from sqlalchemy import select
 
-from db import repository
-from db.schema import Scan
 from scheduler.enqueue import send_job
 from tests.worker.celery_harness import celery_worker, metric_value, scrape, wait_until
+from tests.worker.scan_records import register, settled_count
 from worker.tasks import screen
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -40,16 +38,6 @@ def _copy_scans(source_folder, target_folder, count: int) -> list:
     return paths
 
 
-def _register(database, paths) -> dict[str, int]:
-    with database.sessions.begin() as session:
-        recorded = repository.register_scans(session, [str(path) for path in paths])
-    return {uri: scan_id for uri, (scan_id, _) in recorded.items()}
-
-
-def _settled_count(database, scan_ids) -> int:
-    with database.sessions() as session:
-        statuses = session.execute(select(Scan.status).where(Scan.id.in_(list(scan_ids)))).scalars().all()
-    return sum(1 for status in statuses if status != "queued")
 
 
 def _processed(metrics: str) -> float:
@@ -71,7 +59,7 @@ def _alive(pid: int) -> bool:
 @pytest.mark.parametrize("database_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True)
 def test_prefork_counts_every_job(enrolled_database, redis_url, scan_folder, tmp_path):
     paths = _copy_scans(scan_folder, tmp_path / "queue", JOBS)
-    ids = _register(enrolled_database, paths)
+    ids = register(enrolled_database, paths)
     database_url = enrolled_database.engine.url.render_as_string(hide_password=False)
     metrics_dir = tmp_path / "metrics"
 
@@ -83,7 +71,7 @@ def test_prefork_counts_every_job(enrolled_database, redis_url, scan_folder, tmp
     ) as (queue, port, log_path):
         for uri, scan_id in ids.items():
             send_job(screen, scan_id, uri, queue)
-        wait_until(lambda: _settled_count(enrolled_database, ids.values()) == JOBS, 240, interval_s=1.0, message="all scans settled")
+        wait_until(lambda: settled_count(enrolled_database, ids.values()) == JOBS, 240, interval_s=1.0, message="all scans settled")
         wait_until(lambda: _processed(scrape(port)) >= JOBS, 30, message="every scan counted")
 
         # Several scrapes, so one that double-counts an archived child would show.
