@@ -76,6 +76,20 @@ def _enrolled(database, checkpoint, boxed_scans):
     )
 
 
+def _register_one(database, path: Path) -> int:
+    with database.sessions.begin() as session:
+        return repository.register_scans(session, [str(path)])[str(path)][0]
+
+
+def _screen_one(database, path: Path) -> int:
+    """Register one scan and screen it with the enrolled tile model; returns its scan id."""
+    scan_id = _register_one(database, path)
+    screener = build_screener(database.sessions, Settings(database_url="unused://"))
+    screen_batch(screener, database.sessions, [ScanJob(scan_id=scan_id, uri=str(path))])
+    screener.close()
+    return scan_id
+
+
 def test_enroll_stores_item_and_clear_tiles(sqlite_url, tile_checkpoint, boxed_scans):
     from db.database import open_database
 
@@ -164,15 +178,9 @@ def test_show_draws_heat_map(sqlite_url, tile_checkpoint, boxed_scans, tmp_path)
 
     database = open_database(sqlite_url)
     _enrolled(database, tile_checkpoint, boxed_scans)
-    path = _paths(boxed_scans["root"], "test", "positive")[0]
-    with database.sessions.begin() as session:
-        scan_id = repository.register_scans(session, [str(path)])[str(path)][0]
-    settings = Settings(database_url="unused://")
-    screener = build_screener(database.sessions, settings)
-    screen_batch(screener, database.sessions, [ScanJob(scan_id=scan_id, uri=str(path))])
-    screener.close()
+    scan_id = _screen_one(database, _paths(boxed_scans["root"], "test", "positive")[0])
 
-    shown = show_scan(database, settings, scan_id, tmp_path / "out" / "scan.png")
+    shown = show_scan(database, Settings(database_url="unused://"), scan_id, tmp_path / "out" / "scan.png")
 
     with Image.open(shown.out) as image:
         assert image.size == (SCENE.width, SCENE.height)
@@ -186,9 +194,7 @@ def test_show_unscored_scan_rejected(sqlite_url, tile_checkpoint, boxed_scans, t
 
     database = open_database(sqlite_url)
     _enrolled(database, tile_checkpoint, boxed_scans)
-    path = _paths(boxed_scans["root"], "test", "positive")[0]
-    with database.sessions.begin() as session:
-        scan_id = repository.register_scans(session, [str(path)])[str(path)][0]
+    scan_id = _register_one(database, _paths(boxed_scans["root"], "test", "positive")[0])
     settings = Settings(database_url="unused://")
 
     with pytest.raises(ShowError, match="no result yet"):
@@ -266,11 +272,9 @@ def test_novelty_model_boxes_most_novel_tile(sqlite_url, boxed_scans, tmp_path):
     database = open_database(sqlite_url)
     _enrolled(database, checkpoint, boxed_scans)
     path = _paths(boxed_scans["root"], "test", "positive")[0]
-    with database.sessions.begin() as session:
-        scan_id = repository.register_scans(session, [str(path)])[str(path)][0]
+    _screen_one(database, path)
     screener = build_screener(database.sessions, Settings(database_url="unused://"))
 
-    screen_batch(screener, database.sessions, [ScanJob(scan_id=scan_id, uri=str(path))])
     tiles = score_decoded(screener.embedder, [decode_one(path, TILES, 10**8)], screener.exemplars, 1e-3, TILES,
                           screener.device, rule="novelty").tiles[0]
     screener.close()
@@ -332,12 +336,7 @@ def test_show_command_prints_box(sqlite_url, tile_checkpoint, boxed_scans, tmp_p
 
     database = open_database(sqlite_url)
     _enrolled(database, tile_checkpoint, boxed_scans)
-    path = _paths(boxed_scans["root"], "test", "negative")[0]
-    with database.sessions.begin() as session:
-        scan_id = repository.register_scans(session, [str(path)])[str(path)][0]
-    screener = build_screener(database.sessions, Settings(database_url="unused://"))
-    screen_batch(screener, database.sessions, [ScanJob(scan_id=scan_id, uri=str(path))])
-    screener.close()
+    scan_id = _screen_one(database, _paths(boxed_scans["root"], "test", "negative")[0])
     database.dispose()
 
     assert main(["--db", sqlite_url, "show", str(scan_id), "--out", str(tmp_path / "shown.png")]) == 0
