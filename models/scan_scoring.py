@@ -97,14 +97,16 @@ def _tile_chunks(decoded: Sequence[Decoded], size: int) -> Iterator[torch.Tensor
         start = 0
         while start < len(images):
             take = min(size - count, len(images) - start)
-            pending.append(images[start : start + take])
+            # Grey scans have one channel and colour scans three, so each piece is widened
+            # before pieces of different scans are joined.
+            pending.append(_three_channels(images[start : start + take]))
             count += take
             start += take
             if count == size:
-                yield _three_channels(torch.cat(pending))
+                yield torch.cat(pending)
                 pending, count = [], 0
     if pending:
-        yield _three_channels(torch.cat(pending))
+        yield torch.cat(pending)
 
 
 def _three_channels(tiles: torch.Tensor) -> torch.Tensor:

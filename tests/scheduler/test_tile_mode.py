@@ -364,3 +364,23 @@ def test_whole_model_must_be_whole_scan(tile_checkpoint, boxed_scans):
 
     with pytest.raises(EvaluationError, match="takes a whole-scan checkpoint"):
         run_evaluation(args, torch.device("cpu"), report=lambda line: None)
+
+
+def test_grey_and_colour_scans_share_chunks(tile_checkpoint, boxed_scans, tmp_path):
+    from models.scan_scoring import embed_tiles
+
+    grey = _paths(boxed_scans["root"], "test", "negative")[0]
+    colour = tmp_path / "colour.png"
+    with Image.open(grey) as image:
+        pixels = np.asarray(image, dtype=np.float64) / 65535.0
+    rgb = np.stack([pixels, pixels * 0.5, pixels * 0.8], axis=2)
+    Image.fromarray(np.uint8(rgb * 255)).save(colour)
+    decoded = [decode_one(path, TILES, 10**8) for path in (grey, colour, grey)]
+    checkpoint = load_checkpoint(tile_checkpoint)
+
+    embeddings = embed_tiles(checkpoint.embedder, decoded, TILES, torch.device("cpu"), tile_batch_size=20)
+
+    assert decoded[0].tiles.images.shape[1] == 1
+    assert decoded[1].tiles.images.shape[1] == 3
+    assert embeddings.shape == (3 * TILE_COUNT, 512)
+    assert torch.allclose(embeddings[:TILE_COUNT], embeddings[2 * TILE_COUNT :], atol=1e-4)
