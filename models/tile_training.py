@@ -117,7 +117,7 @@ class TileBank:
 
     def replace_projected(self, tiles: torch.Tensor) -> None:
         """Swap the previous epoch's projected item tiles for ``tiles``."""
-        self.images = torch.cat([self.images[: self.fixed], tiles.to(torch.float16)])
+        self.images = _join([self.images[: self.fixed], tiles.to(torch.float16)])
         self.labels = np.concatenate([self.labels[: self.fixed], np.ones(len(tiles), dtype=self.labels.dtype)])
 
 
@@ -167,7 +167,7 @@ def build_tile_bank(
 
     if not images:
         raise ValueError("no training scan could be tiled")
-    bank = TileBank(images=torch.cat(images), labels=np.concatenate(labels), sources=sources, skipped=skipped)
+    bank = TileBank(images=_join(images), labels=np.concatenate(labels), sources=sources, skipped=skipped)
     report(f"tiles: {len(bank.positives)} on items, {len(bank.negatives)} clear, from {len(scans) - len(skipped)} scans; "
            f"{len(sources)} clean scans take projected items")
     return bank
@@ -195,6 +195,13 @@ def projected_item_tiles(
         return torch.zeros((0, 1, preprocess.image_size, preprocess.image_size), dtype=torch.float16)
     on_item = torch.from_numpy(np.concatenate(labels) == 1)
     return torch.cat(tiles)[on_item]
+
+
+def _join(parts: list[torch.Tensor]) -> torch.Tensor:
+    # Grey scans give one-channel tiles and colour scans three; a set with both keeps three.
+    if len({part.shape[1] for part in parts}) > 1:
+        parts = [part.expand(-1, 3, -1, -1) for part in parts]
+    return torch.cat(parts)
 
 
 def _add_tiles(images, labels, scan: DecodedScan, item_boxes: np.ndarray, geometry) -> None:
@@ -402,7 +409,7 @@ def _validation_tiles(scans: Sequence[LabelledScan], preprocess: PreprocessConfi
         report("validation skipped: it needs scans of both classes")
         return None
     report(f"validation: {int(labels.sum())} positive and {int((labels == 0).sum())} negative scans")
-    return _ValidationTiles(tiles=torch.cat(tiles), scan_of_tile=np.concatenate(owners), labels=labels)
+    return _ValidationTiles(tiles=_join(tiles), scan_of_tile=np.concatenate(owners), labels=labels)
 
 
 def _validation_auc(embedder, bank, validation: _ValidationTiles, config, preprocess, device, rng) -> float:

@@ -384,3 +384,20 @@ def test_grey_and_colour_scans_share_chunks(tile_checkpoint, boxed_scans, tmp_pa
     assert decoded[1].tiles.images.shape[1] == 3
     assert embeddings.shape == (3 * TILE_COUNT, 512)
     assert torch.allclose(embeddings[:TILE_COUNT], embeddings[2 * TILE_COUNT :], atol=1e-4)
+
+
+def test_tile_bank_joins_grey_and_colour(boxed_scans, tmp_path):
+    from models.tile_training import LabelledScan, build_tile_bank, projected_item_tiles
+
+    grey = _paths(boxed_scans["root"], "train", "negative")[0]
+    colour = tmp_path / "colour.png"
+    with Image.open(grey) as image:
+        pixels = np.asarray(image, dtype=np.float64) / 65535.0
+    Image.fromarray(np.uint8(np.stack([pixels, pixels * 0.5, pixels], axis=2) * 255)).save(colour)
+
+    bank = build_tile_bank([LabelledScan(grey, False), LabelledScan(colour, False)], TILES, report=lambda line: None)
+    bank.replace_projected(projected_item_tiles(bank.sources, TILES, 2, np.random.default_rng(0)))
+
+    assert bank.images.shape[1] == 3
+    assert len(bank.sources) == 1
+    assert len(bank.positives) > 0
