@@ -26,7 +26,7 @@ from models.tiling import ScanTiles, cut_tiles
 class Decoded:
     """One scan after decoding, or ``error`` with the reason it failed.
 
-    In whole-scan mode ``image`` is (3, S, S) in [0, 1]; in tile mode ``tiles`` holds the
+    In whole-scan mode ``image`` is (3, S, S) in [0, 1]. In tile mode ``tiles`` contains the
     scan's tiles and their boxes, and ``image`` is None.
     """
 

@@ -60,7 +60,8 @@ class PreprocessConfig:
         if self.mode not in ("whole", "tiles"):
             raise ValueError(f"mode must be 'whole' or 'tiles', got {self.mode!r}")
         if self.mode == "tiles":
-            self.tiles  # noqa: B018 - builds the geometry once to validate it
+            # Building the geometry checks the tile settings against each other.
+            _ = self.tiles
 
     @property
     def tiles(self) -> TileGeometry | None:
