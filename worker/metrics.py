@@ -32,7 +32,8 @@ SCANS_REPEATED = Counter(
     "cargoscan_scans_redelivered_total",
     "Jobs for scans whose outcome from the same model and exemplar set was already recorded (not counted again)",
 )
-FLAGGED = Counter("cargoscan_scans_flagged_total", "Scored scans whose nearest positive exemplar is within the threshold")
+FLAGGED = Counter("cargoscan_scans_flagged_total", "Scored scans that the model version's score rule flagged")
+TILES = Counter("cargoscan_tiles_total", "Tiles embedded by tile-mode models; 0 for whole-scan models")
 BATCH_SIZE = Histogram(
     "cargoscan_batch_size", "Jobs per screened batch", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256)
 )
@@ -103,6 +104,7 @@ def record_batch(report, screener=None) -> None:
     for _, reason in failed:
         SCANS_FAILED.labels(reason=failure_reason_label(reason)).inc()
     FLAGGED.inc(sum(1 for _, is_flagged, _ in scored if is_flagged))
+    TILES.inc(report.tiles)
     BATCH_SIZE.observe(report.size)
     if report.scored:
         BATCH_INFERENCE.observe(report.inference_s)

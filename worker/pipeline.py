@@ -49,6 +49,8 @@ class BatchReport:
     # or re-sent jobs, which metrics must not count a second time.
     repeated: set[int] = field(default_factory=set)
     latencies_s: list[float] = field(default_factory=list)
+    # Tile mode: tiles embedded for this batch, redelivered scans included.
+    tiles: int = 0
     decode_s: float = 0.0
     inference_s: float = 0.0
     write_s: float = 0.0
@@ -113,6 +115,8 @@ def screen_decoded(screener: Screener, session_factory: sessionmaker[Session], p
             screener.preprocess, screener.device, screener.inference_options, screener.tile_batch_size, screener.score_rule,
         )
         report.inference_s = time.perf_counter() - inference_started
+        if scan_verdicts.tile_counts is not None:
+            report.tiles = int(scan_verdicts.tile_counts.sum())
         scored_rows = _scored_rows(jobs, decoded, good, scan_verdicts, screener.embedding_dtype)
 
     failed_rows = [

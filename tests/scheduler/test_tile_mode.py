@@ -135,6 +135,7 @@ def test_screening_stores_top_tile_box(database_url, tile_checkpoint, boxed_scan
     screener.close()
 
     assert len(report.scored) == len(paths)
+    assert report.tiles == len(paths) * TILE_COUNT
     with database.sessions() as session:
         rows = session.execute(select(Result)).scalars().all()
     assert len(rows) == len(paths)

@@ -48,3 +48,12 @@ def test_cuda_screener_records_gpu_memory():
     record_batch(BatchReport(size=0), _screener("dd" * 32, 10, "cuda:0"))
     assert REGISTRY.get_sample_value("cargoscan_gpu_memory_allocated_bytes", {"device": "cuda:0"}) >= tensor.numel() * 4
     assert REGISTRY.get_sample_value("cargoscan_gpu_memory_reserved_bytes", {"device": "cuda:0"}) >= tensor.numel() * 4
+
+
+def test_tile_batches_count_tiles():
+    before = REGISTRY.get_sample_value("cargoscan_tiles_total") or 0.0
+
+    record_batch(BatchReport(size=2, scored=[(1, True, 0.1), (2, False, 0.9)], tiles=260))
+    record_batch(BatchReport(size=1, scored=[(3, False, 0.7)]))
+
+    assert REGISTRY.get_sample_value("cargoscan_tiles_total") - before == 260
