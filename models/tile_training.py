@@ -2,11 +2,11 @@
 
 Tiles on an item form the positive class and tiles that touch no item the negative class.
 Tiles that only graze an item are left out. Items come from the training scans' boxes,
-and more are projected into the clean training scans (threat image projection), so every
-training background also yields positives at new places. From the second epoch on, half
-of the dissimilar pairs take their clean tile from the ones the current network places
-closest to item tiles (hard negatives). After each epoch the validation scans are scored
-as in screening, by their best tile, and the epoch with the best ROC AUC is kept.
+and fresh ones are projected into the clean training scans every epoch (threat image
+projection), so every training background also yields positives at new places. From the
+second epoch on, the clear tiles the current network handles worst are mined as hard
+negatives (see OBJECTIVES). After each epoch the validation scans are scored as in
+screening, by their most suspicious tile, and the epoch with the best ROC AUC is kept.
 """
 
 from __future__ import annotations
