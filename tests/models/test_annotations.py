@@ -279,164 +279,78 @@ def test_unreadable_image_for_yolo(tmp_path):
 # Rejected files
 
 
-def test_voc_missing_file(tmp_path):
-    path = tmp_path / "absent.xml"
-
+def _rejection(call) -> str:
     with pytest.raises(AnnotationError) as caught:
-        read_voc(path)
-
-    assert str(path) in str(caught.value)
-    assert "not found" in str(caught.value)
-
-
-def test_yolo_missing_file(tmp_path):
-    path = tmp_path / "absent.txt"
-
-    with pytest.raises(AnnotationError) as caught:
-        read_yolo(path, 10, 10)
-
-    assert str(path) in str(caught.value)
-    assert "not found" in str(caught.value)
-
-
-def test_csv_missing_file(tmp_path):
-    path = tmp_path / "absent.csv"
-
-    with pytest.raises(AnnotationError) as caught:
-        read_box_csv(path)
-
-    assert str(path) in str(caught.value)
-    assert "not found" in str(caught.value)
-
-
-def test_voc_malformed_xml(tmp_path):
-    path = _write(tmp_path / "scan.xml", "<annotation><object></annotation>")
-
-    with pytest.raises(AnnotationError) as caught:
-        read_voc(path)
-
-    assert str(path) in str(caught.value)
-    assert "malformed XML" in str(caught.value)
-
-
-def test_voc_missing_coordinate(tmp_path):
-    objects = _voc_object(1, 1, 5, 5) + "<object><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>5</xmax></bndbox></object>"
-    path = _write(tmp_path / "scan.xml", _voc(objects))
-
-    with pytest.raises(AnnotationError) as caught:
-        read_voc(path)
-
-    assert str(path) in str(caught.value)
-    assert "object 2" in str(caught.value)
-    assert "<ymax>" in str(caught.value)
-
-
-def test_voc_missing_bndbox(tmp_path):
-    path = _write(tmp_path / "scan.xml", _voc("<object><name>item</name></object>"))
-
-    with pytest.raises(AnnotationError) as caught:
-        read_voc(path)
-
-    assert str(path) in str(caught.value)
-    assert "object 1" in str(caught.value)
-    assert "<bndbox>" in str(caught.value)
-
-
-def test_voc_non_numeric_coordinate(tmp_path):
-    path = _write(tmp_path / "scan.xml", _voc(_voc_object(1, 1, "ten", 5)))
-
-    with pytest.raises(AnnotationError) as caught:
-        read_voc(path)
-
-    assert str(path) in str(caught.value)
-    assert "'ten'" in str(caught.value)
-
-
-def test_voc_non_numeric_size(tmp_path):
-    path = _write(tmp_path / "scan.xml", _voc(_voc_object(1, 1, 5, 5), size=_voc_size("wide", 10)))
-
-    with pytest.raises(AnnotationError) as caught:
-        read_voc(path)
-
-    assert str(path) in str(caught.value)
-    assert "<width>" in str(caught.value)
-
-
-def test_voc_empty_box(tmp_path):
-    path = _write(tmp_path / "scan.xml", _voc(_voc_object(1, 1, 5, 5) + _voc_object(10, 1, 8, 5)))
-
-    with pytest.raises(AnnotationError) as caught:
-        read_voc(path)
-
-    assert str(path) in str(caught.value)
-    assert "object 2" in str(caught.value)
-    assert "empty or inverted" in str(caught.value)
-
-
-def test_voc_box_outside_size(tmp_path):
-    path = _write(tmp_path / "scan.xml", _voc(_voc_object(50, 1, 60, 5), size=_voc_size(40, 40)))
-
-    with pytest.raises(AnnotationError) as caught:
-        read_voc(path)
-
-    assert str(path) in str(caught.value)
-    assert "empty or inverted" in str(caught.value)
-
-
-def test_yolo_wrong_field_count(tmp_path):
-    path = _write(tmp_path / "scan.txt", "0 0.5 0.5 0.2 0.2\n\n0 0.5 0.5 0.2\n")
-
-    with pytest.raises(AnnotationError) as caught:
-        read_yolo(path, 10, 10)
-
-    assert str(path) in str(caught.value)
-    assert "line 3" in str(caught.value)
-    assert "expected 5 fields" in str(caught.value)
-
-
-def test_yolo_non_numeric_value(tmp_path):
-    path = _write(tmp_path / "scan.txt", "0 0.5 half 0.2 0.2\n")
-
-    with pytest.raises(AnnotationError) as caught:
-        read_yolo(path, 10, 10)
-
-    assert str(path) in str(caught.value)
-    assert "line 1" in str(caught.value)
-    assert "'half'" in str(caught.value)
-
-
-def test_yolo_non_integer_class(tmp_path):
-    path = _write(tmp_path / "scan.txt", "knife 0.5 0.5 0.2 0.2\n")
-
-    with pytest.raises(AnnotationError) as caught:
-        read_yolo(path, 10, 10)
-
-    assert str(path) in str(caught.value)
-    assert "'knife'" in str(caught.value)
+        call()
+    return str(caught.value)
 
 
 @pytest.mark.parametrize(
-    "line",
-    ["0 1.1 0.5 0.2 0.2", "0 0.5 -0.01 0.2 0.2", "0 0.5 0.5 1.00001 0.2", "0 0.5 0.5 0.2 nan"],
+    ("name", "read"),
+    [
+        ("absent.xml", read_voc),
+        ("absent.txt", lambda path: read_yolo(path, 10, 10)),
+        ("absent.csv", read_box_csv),
+    ],
+    ids=["voc", "yolo", "csv"],
 )
-def test_yolo_value_outside_unit_range(tmp_path, line):
-    path = _write(tmp_path / "scan.txt", line + "\n")
+def test_missing_file_rejected(tmp_path, name, read):
+    path = tmp_path / name
 
-    with pytest.raises(AnnotationError) as caught:
-        read_yolo(path, 10, 10)
+    message = _rejection(lambda: read(path))
 
-    assert str(path) in str(caught.value)
-    assert "line 1" in str(caught.value)
+    assert str(path) in message
+    assert "not found" in message
 
 
-def test_yolo_empty_box(tmp_path):
-    path = _write(tmp_path / "scan.txt", "0 0.5 0.5 0 0.2\n")
+@pytest.mark.parametrize(
+    ("content", "fragments"),
+    [
+        ("<annotation><object></annotation>", ["malformed XML"]),
+        (_voc(_voc_object(1, 1, 5, 5) + "<object><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>5</xmax></bndbox></object>"),
+         ["object 2", "<ymax>"]),
+        (_voc("<object><name>item</name></object>"), ["object 1", "<bndbox>"]),
+        (_voc(_voc_object(1, 1, "ten", 5)), ["'ten'"]),
+        (_voc(_voc_object(1, 1, 5, 5), size=_voc_size("wide", 10)), ["<width>"]),
+        (_voc(_voc_object(1, 1, 5, 5) + _voc_object(10, 1, 8, 5)), ["object 2", "empty or inverted"]),
+        (_voc(_voc_object(50, 1, 60, 5), size=_voc_size(40, 40)), ["empty or inverted"]),
+    ],
+    ids=["malformed xml", "missing coordinate", "missing bndbox", "non-numeric coordinate", "non-numeric size",
+         "empty box", "box outside size"],
+)
+def test_voc_invalid_rejected(tmp_path, content, fragments):
+    path = _write(tmp_path / "scan.xml", content)
 
-    with pytest.raises(AnnotationError) as caught:
-        read_yolo(path, 10, 10)
+    message = _rejection(lambda: read_voc(path))
 
-    assert str(path) in str(caught.value)
-    assert "empty or inverted" in str(caught.value)
+    assert str(path) in message
+    for fragment in fragments:
+        assert fragment in message
+
+
+@pytest.mark.parametrize(
+    ("content", "fragments"),
+    [
+        ("0 0.5 0.5 0.2 0.2\n\n0 0.5 0.5 0.2\n", ["line 3", "expected 5 fields"]),
+        ("0 0.5 half 0.2 0.2\n", ["line 1", "'half'"]),
+        ("knife 0.5 0.5 0.2 0.2\n", ["'knife'"]),
+        ("0 1.1 0.5 0.2 0.2\n", ["line 1"]),
+        ("0 0.5 -0.01 0.2 0.2\n", ["line 1"]),
+        ("0 0.5 0.5 1.00001 0.2\n", ["line 1"]),
+        ("0 0.5 0.5 0.2 nan\n", ["line 1"]),
+        ("0 0.5 0.5 0 0.2\n", ["empty or inverted"]),
+    ],
+    ids=["wrong field count", "non-numeric value", "non-integer class", "x above 1", "y below 0", "width above 1",
+         "height nan", "empty box"],
+)
+def test_yolo_invalid_rejected(tmp_path, content, fragments):
+    path = _write(tmp_path / "scan.txt", content)
+
+    message = _rejection(lambda: read_yolo(path, 10, 10))
+
+    assert str(path) in message
+    for fragment in fragments:
+        assert fragment in message
 
 
 def test_yolo_invalid_image_size(tmp_path):
@@ -448,64 +362,23 @@ def test_yolo_invalid_image_size(tmp_path):
     assert str(path) in str(caught.value)
 
 
-def test_csv_missing_columns(tmp_path):
-    path = _write(tmp_path / "boxes.csv", "name,x0,y0,x1\na.png,1,2,3\n")
+@pytest.mark.parametrize(
+    ("content", "fragments"),
+    [
+        ("name,x0,y0,x1\na.png,1,2,3\n", ["image or filename or path", "y1 or ymax"]),
+        ("", ["header"]),
+        ("image,x0,y0,x1,y1\na.png,1,2,3,4\nb.png,1,two,3,4\n", ["line 3", "'two'"]),
+        ("image,xmin,ymin,xmax,ymax\na.png,1,,3,4\n", ["missing ymin"]),
+        ("image,x0,y0,x1,y1\na.png,1,2\n", ["line 2"]),
+        ("image,x0,y0,x1,y1\na.png,5,2,5,4\n", ["line 2", "empty or inverted"]),
+    ],
+    ids=["missing columns", "empty file", "non-numeric value", "missing value", "short row", "empty box"],
+)
+def test_csv_invalid_rejected(tmp_path, content, fragments):
+    path = _write(tmp_path / "boxes.csv", content)
 
-    with pytest.raises(AnnotationError) as caught:
-        read_box_csv(path)
+    message = _rejection(lambda: read_box_csv(path))
 
-    assert str(path) in str(caught.value)
-    assert "image or filename or path" in str(caught.value)
-    assert "y1 or ymax" in str(caught.value)
-
-
-def test_csv_empty_file(tmp_path):
-    path = _write(tmp_path / "boxes.csv", "")
-
-    with pytest.raises(AnnotationError) as caught:
-        read_box_csv(path)
-
-    assert str(path) in str(caught.value)
-    assert "header" in str(caught.value)
-
-
-def test_csv_non_numeric_value(tmp_path):
-    path = _write(tmp_path / "boxes.csv", "image,x0,y0,x1,y1\na.png,1,2,3,4\nb.png,1,two,3,4\n")
-
-    with pytest.raises(AnnotationError) as caught:
-        read_box_csv(path)
-
-    assert str(path) in str(caught.value)
-    assert "line 3" in str(caught.value)
-    assert "'two'" in str(caught.value)
-
-
-def test_csv_missing_value(tmp_path):
-    path = _write(tmp_path / "boxes.csv", "image,xmin,ymin,xmax,ymax\na.png,1,,3,4\n")
-
-    with pytest.raises(AnnotationError) as caught:
-        read_box_csv(path)
-
-    assert str(path) in str(caught.value)
-    assert "missing ymin" in str(caught.value)
-
-
-def test_csv_short_row(tmp_path):
-    path = _write(tmp_path / "boxes.csv", "image,x0,y0,x1,y1\na.png,1,2\n")
-
-    with pytest.raises(AnnotationError) as caught:
-        read_box_csv(path)
-
-    assert str(path) in str(caught.value)
-    assert "line 2" in str(caught.value)
-
-
-def test_csv_empty_box(tmp_path):
-    path = _write(tmp_path / "boxes.csv", "image,x0,y0,x1,y1\na.png,5,2,5,4\n")
-
-    with pytest.raises(AnnotationError) as caught:
-        read_box_csv(path)
-
-    assert str(path) in str(caught.value)
-    assert "line 2" in str(caught.value)
-    assert "empty or inverted" in str(caught.value)
+    assert str(path) in message
+    for fragment in fragments:
+        assert fragment in message
