@@ -3,7 +3,7 @@
 In whole-scan mode each scan is one network input. In tile mode every tile of every scan in
 the batch is embedded, in fixed-size chunks that mix tiles of several scans so every
 forward pass gets a full batch. A scan is as suspicious as its most suspicious tile under the
-model's score rule (see :data:`models.exemplars.SCORE_RULES`), and that tile's box says
+model's score rule (see :data:`models.exemplars.SCORE_RULES`), and that tile's box marks
 where the item is.
 """
 
@@ -85,6 +85,22 @@ def embed_tiles(
 
     chunks = [embed_images(embedder, chunk, config, device, options) for chunk in _tile_chunks(decoded, tile_batch_size)]
     return torch.cat(chunks)
+
+
+def embed_tile_images(
+    embedder: SiameseEmbedder,
+    tiles: torch.Tensor,
+    config: PreprocessConfig,
+    device: torch.device,
+    options: InferenceOptions | None = None,
+    tile_batch_size: int = DEFAULT_TILE_BATCH_SIZE,
+) -> torch.Tensor:
+    """Embed (N, C, S, S) unit tiles of any float type, C 1 or 3, in chunks; returns (N, D) float32."""
+    parts = [
+        embed_images(embedder, _three_channels(tiles[start : start + tile_batch_size].float()), config, device, options)
+        for start in range(0, len(tiles), tile_batch_size)
+    ]
+    return torch.cat(parts) if parts else torch.zeros((0, 512))
 
 
 def _tile_chunks(decoded: Sequence[Decoded], size: int) -> Iterator[torch.Tensor]:

@@ -23,11 +23,12 @@ from models.augment import augment_batch
 from models.checkpoint import save_checkpoint
 from models.embedder import build_embedder
 from models.imaging import DecodedScan, ScanReadError, load_scan
-from models.inference import decode_target, embed_images
+from models.inference import decode_target
 from models.loss import ContrastiveLoss
 from models.exemplars import SCORE_RULES
 from models.metrics import SingleClassError, screening_metrics
 from models.preprocess import PreprocessConfig, normalize
+from models.scan_scoring import embed_tile_images
 from models.tiling import ON_ITEM_FRACTION, cut_tiles, item_coverage
 from models.tip import TipConfig, generate_item, project
 
@@ -354,15 +355,10 @@ def _augmented(tiles: torch.Tensor, generator: torch.Generator, preprocess: Prep
     return augment_batch(tiles.contiguous(), generator, 10.0, preprocess.fill)
 
 
-def _embed(embedder, tiles: torch.Tensor, preprocess: PreprocessConfig, device, batch_size: int = 256) -> torch.Tensor:
+def _embed(embedder, tiles: torch.Tensor, preprocess: PreprocessConfig, device) -> torch.Tensor:
+    # Mining and validation use the running batch-norm statistics, as screening does.
     embedder.eval()
-    parts = []
-    for start in range(0, len(tiles), batch_size):
-        chunk = tiles[start : start + batch_size].float()
-        if chunk.shape[1] == 1:
-            chunk = chunk.expand(-1, 3, -1, -1).contiguous()
-        parts.append(embed_images(embedder, chunk, preprocess, device))
-    return torch.cat(parts)
+    return embed_tile_images(embedder, tiles, preprocess, device)
 
 
 def _mine_hard_negatives(embedder, bank, config, preprocess, device, rng) -> np.ndarray:

@@ -18,6 +18,7 @@ from db.schema import LABEL_NEGATIVE, LABEL_POSITIVE
 from models.checkpoint import load_checkpoint
 from models.device import select_device
 from models.inference import Decoded, decode_many, embed_images
+from models.scan_scoring import embed_tile_images
 from models.tiling import ON_ITEM_FRACTION, item_coverage
 
 logger = logging.getLogger(__name__)
@@ -119,15 +120,12 @@ def _tile_rows(checkpoint, compute, path: Path, decoded: Decoded, item_boxes) ->
     rows = []
     uri = str(Path(path).resolve())
     for label, indices in chosen.items():
-        for start in range(0, len(indices), 256):
-            part = indices[start : start + 256]
-            images = tiles.images[torch.from_numpy(part)]
-            images = images.expand(-1, 3, -1, -1).contiguous() if images.shape[1] == 1 else images
-            embeddings = embed_images(checkpoint.embedder, images, checkpoint.preprocess, compute).numpy()
-            for position, tile in enumerate(part):
-                x0, y0, x1, y1 = (int(value) for value in tiles.boxes[tile])
-                vector = embeddings[position].astype("<f4")
-                rows.append(repository.ExemplarRow(label=label, uri=f"{uri}#tile={x0},{y0},{x1},{y1}", embedding=vector.tobytes()))
+        chosen_tiles = tiles.images[torch.from_numpy(indices)]
+        embeddings = embed_tile_images(checkpoint.embedder, chosen_tiles, checkpoint.preprocess, compute).numpy()
+        for position, tile in enumerate(indices):
+            x0, y0, x1, y1 = (int(value) for value in tiles.boxes[tile])
+            vector = embeddings[position].astype("<f4")
+            rows.append(repository.ExemplarRow(label=label, uri=f"{uri}#tile={x0},{y0},{x1},{y1}", embedding=vector.tobytes()))
     return rows
 
 
