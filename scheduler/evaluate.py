@@ -119,8 +119,8 @@ def _evaluate_tiles(args, checkpoint, device, report) -> dict[str, Any]:
 
 
 def _whole_scan_comparison(args, device, tile_results: dict[str, Any], report) -> dict[str, Any]:
-    # The paper's whole-scan model on the same test scans and exemplar split, so every tile
-    # report shows both modes side by side.
+    # A whole-scan model is scored on the same test scans and exemplar split, so the tile
+    # report can show both modes side by side.
     from argparse import Namespace
 
     whole_args = Namespace(**{**vars(args), "model": args.whole_model, "out": None, "whole_model": None})

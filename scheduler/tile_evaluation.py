@@ -1,9 +1,9 @@
 """``cargoscan evaluate`` for tile-mode models: per-scan screening, localisation and example heat maps.
 
-Each test scan is scored by its most suspicious tile, exactly as the worker scores it, under
-each of the three score rules (see :data:`models.exemplars.SCORE_RULES`): the distance to
-the nearest item tile, novelty (the distance to the nearest clear tile) and their margin.
-The model's own rule picks the top tile. For positives with a known item box, the top tile
+Each test scan is scored by its most suspicious tile, exactly as the worker scores it. The
+report covers the three score rules of :data:`models.exemplars.SCORE_RULES`: the distance
+to the nearest item tile, novelty (the distance to the nearest clear tile) and their
+margin. The model's own rule picks the top tile. For positives with a known item box, the top tile
 is on the item when they share at least a quarter of the smaller of the two areas.
 """
 
