@@ -17,18 +17,14 @@ from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 SUPPORTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "TIFF"})
 DEFAULT_MAX_IMAGE_PIXELS = 150_000_000
 
-# RGB files whose channels differ by no more than this (in 8-bit steps) hold grey content
+# RGB files whose channels differ by no more than this many 8-bit steps hold grey content
 # stored as colour, as the cargo scanners' JPEGs do.
-_GREY_TOLERANCE = 2.0 / 255.0
+_GREY_TOLERANCE = 2
 
 # Effective bit depths tried for 16-bit containers, smallest first. Detectors commonly write
 # 10-, 12- or 14-bit data into 16-bit samples; scaling by the container's 65535 would leave
 # such a scan almost black.
 _SIXTEEN_BIT_DEPTHS = (10, 12, 14, 16)
-
-# Draft decoding keeps at least this many decoded pixels per network input pixel along each
-# resized side, so the antialiased resize still has detail to average.
-_DRAFT_MIN_OVERSAMPLING = 2
 
 
 class ScanReadError(Exception):
@@ -71,10 +67,13 @@ class DecodeTarget:
 
     ``size`` is the input side in pixels. With ``keep_aspect`` (letterbox resizing) only the
     longer side is fitted to ``size``, and without it (stretch resizing) each side is.
+    ``oversampling`` is the least number of decoded pixels per input pixel along each fitted
+    side that draft decoding keeps for the antialiased resize to average.
     """
 
     size: int
     keep_aspect: bool = False
+    oversampling: int = 2
 
 
 def load_scan(
@@ -85,7 +84,7 @@ def load_scan(
     """Decode the first frame of a JPEG, PNG or TIFF scan, honouring its EXIF orientation.
 
     With a ``target``, a large JPEG is decoded at 1/2, 1/4 or 1/8 scale in the DCT domain
-    (Pillow's draft mode), never below twice the target size. Other formats are decoded in
+    (Pillow's draft mode), never below the target's oversampling. Other formats are decoded in
     full. ``width`` and ``height`` always report the file's full size.
 
     Raises :class:`ScanReadError` with a one-line reason for a missing, empty, truncated,
@@ -106,7 +105,8 @@ def load_scan(
                 full_size = _oriented_size(image) if target is not None else None
                 drafted = target is not None and _draft(image, target)
                 image.load()
-                image = ImageOps.exif_transpose(image)
+                # In place, because the default copies every unrotated scan once more.
+                ImageOps.exif_transpose(image, in_place=True)
                 scan = _to_array(image)
                 return replace(scan, full_size=full_size) if drafted else scan
         except ScanReadError:
@@ -154,7 +154,7 @@ def _draft(image: Image.Image, target: DecodeTarget) -> bool:
     if image.format not in ("JPEG", "MPO"):
         return False
 
-    floor = target.size * _DRAFT_MIN_OVERSAMPLING
+    floor = target.size * target.oversampling
     width, height = image.size
     if target.keep_aspect:
         # The longer side stays at least ``floor``; the shorter one scales with it, so it
@@ -230,27 +230,43 @@ def _composite_grey(image: Image.Image, mode: str) -> DecodedScan:
 
 def _colour(image: Image.Image, mode: str) -> DecodedScan:
     has_alpha = mode in ("RGBA", "RGBa", "PA") or (mode == "P" and "transparency" in image.info)
-    rgba = np.asarray(image.convert("RGBA" if has_alpha else "RGB"), dtype=np.float32) / 255.0
+    if not has_alpha:
+        return _opaque_colour(image, mode)
 
-    rgb = rgba[..., :3]
-    if has_alpha:
-        alpha = rgba[..., 3:4]
-        rgb = rgb * alpha + (1.0 - alpha)
+    rgba = np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0
+    alpha = rgba[..., 3:4]
+    rgb = rgba[..., :3] * alpha + (1.0 - alpha)
 
-    if _is_grey_content(rgb):
+    # Compositing over white can only bring channels closer, so grey stays grey.
+    rgb8 = np.rint(rgb * 255.0).astype(np.uint8)
+    if _is_grey_content(rgb8):
         return DecodedScan(np.ascontiguousarray(rgb[..., 0]), mode, 8)
     return DecodedScan(np.ascontiguousarray(rgb), mode, 8)
 
 
-def _is_grey_content(rgb: np.ndarray) -> bool:
+def _opaque_colour(image: Image.Image, mode: str) -> DecodedScan:
+    # The test and the float conversion run on the 8-bit array, and a grey scan converts
+    # one channel, not three: converting whole RGB scans to float cost more CPU than
+    # decoding them.
+    rgb8 = np.asarray(image if mode == "RGB" else image.convert("RGB"))
+    if _is_grey_content(rgb8):
+        return DecodedScan(_unit_float(rgb8[..., 0]), mode, 8)
+    return DecodedScan(_unit_float(rgb8), mode, 8)
+
+
+def _unit_float(values: np.ndarray) -> np.ndarray:
+    return np.divide(values, np.float32(255.0), dtype=np.float32)
+
+
+def _is_grey_content(rgb8: np.ndarray) -> bool:
     # A strided sample keeps the check cheap on 4000x1200 container scans.
-    step = max(1, int(np.sqrt(rgb.shape[0] * rgb.shape[1] / 250_000)))
-    sample = rgb[::step, ::step]
+    step = max(1, int(np.sqrt(rgb8.shape[0] * rgb8.shape[1] / 250_000)))
+    sample = rgb8[::step, ::step].astype(np.int16)
     red, green, blue = sample[..., 0], sample[..., 1], sample[..., 2]
 
     # Pairwise channel differences give the same decision as max - min over the channel axis.
     # NumPy reduces them several times faster than it reduces a length-3 axis.
     for first, second in ((red, green), (red, blue), (green, blue)):
-        if float(np.abs(first - second).max()) > _GREY_TOLERANCE:
+        if int(np.abs(first - second).max()) > _GREY_TOLERANCE:
             return False
     return True

@@ -59,9 +59,11 @@ def decode_target(config: PreprocessConfig) -> DecodeTarget:
     """Return the decode target for ``config``'s network input, the same for every stage."""
     if config.tiles is not None:
         # Fitting both sides to the tile height keeps the shorter side (the height of a
-        # wide scan) at twice that height or more.
-        return DecodeTarget(size=config.tiles.scan_height, keep_aspect=False)
-    return DecodeTarget(size=config.image_size, keep_aspect=config.resize_mode == "letterbox")
+        # wide scan) at the oversampling times that height or more.
+        return DecodeTarget(size=config.tiles.scan_height, keep_aspect=False, oversampling=config.decode_oversampling)
+    return DecodeTarget(
+        size=config.image_size, keep_aspect=config.resize_mode == "letterbox", oversampling=config.decode_oversampling,
+    )
 
 
 def decode_one(path: str | os.PathLike[str], config: PreprocessConfig, max_image_pixels: int) -> Decoded:

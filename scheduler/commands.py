@@ -79,7 +79,9 @@ def run_train(args) -> int:
             max_rotation_degrees=args.rotation, seed=args.seed, weights=args.weights,
             validation_pairs=args.validation_pairs, select_by=args.select_by, patience=args.patience,
         )
-        preprocess = PreprocessConfig(image_size=args.image_size, resize_mode=args.resize_mode)
+        preprocess = PreprocessConfig(
+            image_size=args.image_size, resize_mode=args.resize_mode, decode_oversampling=args.decode_oversampling,
+        )
         curves = args.curves or args.out.with_name(f"{args.out.stem}-curves.png")
         result = train_siamese(training.positives, training.negatives, args.out, config, preprocess,
                                select_device(args.device), validation=validation, curves=curves)
@@ -263,7 +265,7 @@ def run_train_tiles(args) -> int:
         )
         preprocess = PreprocessConfig(
             image_size=args.tile_size, mode="tiles", tile_scan_height=args.scan_height, tile_stride=args.stride,
-            intensity=args.intensity,
+            intensity=args.intensity, decode_oversampling=args.decode_oversampling,
         )
         result = train_tiles(training, args.out, config, preprocess, select_device(args.device), validation_scans=validation)
     except (ValueError, RuntimeError, FileNotFoundError) as error:

@@ -48,6 +48,21 @@ def test_reduction_never_below_twice_target(tmp_path):
         assert min(pixels.shape[:2]) >= 448, (width, height, pixels.shape)
 
 
+@pytest.mark.parametrize("oversampling", [1, 2, 4])
+def test_reduction_keeps_the_oversampling(tmp_path, oversampling):
+    for width, height in [(4000, 4000), (1800, 900), (3600, 1000), (1200, 600)]:
+        path = _jpeg(tmp_path / f"{width}x{height}.jpg", width, height)
+        pixels = load_scan(path, target=DecodeTarget(size=224, oversampling=oversampling)).pixels
+        # A side already below the floor is decoded in full, never made smaller.
+        floor = min(224 * oversampling, height)
+        assert min(pixels.shape[:2]) >= floor, (width, height, pixels.shape)
+
+
+def test_oversampling_one_reduces_further(tmp_path):
+    path = _jpeg(tmp_path / "wide.jpg", 2000, 1000)
+    assert load_scan(path, target=DecodeTarget(size=224, oversampling=1)).pixels.shape == (250, 500)
+
+
 def test_eighth_scale_for_very_large_jpeg(tmp_path):
     path = _jpeg(tmp_path / "huge.jpg", 4000, 4000)
     assert load_scan(path, target=DecodeTarget(size=224)).pixels.shape == (500, 500)
@@ -98,11 +113,12 @@ def test_rotated_jpeg_reports_oriented_size(tmp_path):
     assert (scan.width, scan.height) == (1000, 2000)
 
 
-def test_drafted_input_close_to_full_decode(tmp_path):
+@pytest.mark.parametrize("oversampling", [1, 2])
+def test_drafted_input_close_to_full_decode(tmp_path, oversampling):
     # The network input from a drafted decode differs from the full decode only by the
     # DCT-domain scaling, which on a smooth image is a small fraction of the range.
     path = _jpeg(tmp_path / "colour.jpg", 1920, 1080, channels=3)
-    config = PreprocessConfig(image_size=224)
+    config = PreprocessConfig(image_size=224, decode_oversampling=oversampling)
     drafted = to_unit_tensor(load_scan(path, target=decode_target(config)), config)
     full = to_unit_tensor(load_scan(path), config)
     assert float((drafted - full).abs().mean()) < 0.01
@@ -110,8 +126,25 @@ def test_drafted_input_close_to_full_decode(tmp_path):
 
 
 def test_decode_target_follows_config():
-    assert decode_target(PreprocessConfig(image_size=128)) == DecodeTarget(size=128, keep_aspect=False)
-    assert decode_target(PreprocessConfig(image_size=96, resize_mode="letterbox")) == DecodeTarget(size=96, keep_aspect=True)
+    assert decode_target(PreprocessConfig(image_size=128)) == DecodeTarget(size=128, keep_aspect=False, oversampling=1)
+    letterbox = PreprocessConfig(image_size=96, resize_mode="letterbox", decode_oversampling=2)
+    assert decode_target(letterbox) == DecodeTarget(size=96, keep_aspect=True, oversampling=2)
+    tiles = PreprocessConfig(image_size=64, mode="tiles", tile_scan_height=256, tile_stride=32, decode_oversampling=2)
+    assert decode_target(tiles) == DecodeTarget(size=256, keep_aspect=False, oversampling=2)
+
+
+def test_old_checkpoint_keeps_oversampling_two():
+    # Models saved before the setting existed were trained on scans decoded at 2x.
+    stored = PreprocessConfig(image_size=128).to_dict()
+    del stored["decode_oversampling"]
+    assert PreprocessConfig.from_dict(stored).decode_oversampling == 2
+    assert PreprocessConfig.from_dict(PreprocessConfig(image_size=128).to_dict()).decode_oversampling == 1
+
+
+@pytest.mark.parametrize("oversampling", [0, 9])
+def test_oversampling_out_of_range_is_refused(oversampling):
+    with pytest.raises(ValueError, match="decode_oversampling"):
+        PreprocessConfig(decode_oversampling=oversampling)
 
 
 @pytest.mark.parametrize("resize_mode", ["stretch", "letterbox"])

@@ -258,6 +258,18 @@ def test_rgb_grey_content_is_2d(tmp_path):
     np.testing.assert_allclose(scan.pixels, grey / 255.0, atol=1e-7)
 
 
+@pytest.mark.parametrize("offset, grey", [(2, True), (3, False)])
+def test_grey_tolerance_in_8bit_steps(tmp_path, offset, grey):
+    # JPEG chroma rounding leaves grey scans with channels a step or two apart.
+    base = (_noise8((16, 24)) // 2).astype(np.uint8)
+    rgb = np.stack([base, base, base], axis=-1)
+    rgb[3, 5, 2] += offset
+    scan = load_scan(_save(rgb, tmp_path / "near_grey.png"))
+    assert scan.is_grey == grey
+    expected = base / 255.0 if grey else rgb / 255.0
+    np.testing.assert_allclose(scan.pixels, expected, atol=1e-7)
+
+
 def test_rgb_pseudocolour_is_3d(tmp_path):
     colour = _noise8((16, 24, 3))
     scan = load_scan(_save(colour, tmp_path / "colour.png"))
