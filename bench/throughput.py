@@ -178,7 +178,10 @@ def _decode_sections(scan_sets, quick: bool, forward: dict, min_seconds: float) 
     from bench.forward_bench import forward_images_per_second
 
     sample = {name: paths[: 16 if quick else 32] for name, paths in scan_sets.items()}
-    columns = ["scans", "count", "full decode ms", "draft decode ms", "grey check ms", "reduced by draft", "forward ms/image", "ceiling"]
+    columns = [
+        "scans", "count", "full decode ms", "draft 2x ms", "draft 1x ms", "grey check ms", "reduced at 2x", "reduced at 1x",
+        "forward ms/image", "ceiling 2x", "ceiling 1x",
+    ]
     with section("CPU cost per scan on one thread, 224x224 target", columns) as costs:
         decode_bench.run_costs(costs, sample)
 
