@@ -12,6 +12,7 @@ screening, by their most suspicious tile, and the epoch with the best ROC AUC is
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,6 +42,11 @@ Box = tuple[int, int, int, int]
 # rule: the distance to the nearest clear tile for ``novelty``, and for ``item`` the margin
 # between the nearest clear and the nearest item tile.
 OBJECTIVES = ("novelty", "item")
+LR_SCHEDULES = ("cosine", "constant")
+
+# The cosine schedule ends at this fraction of the starting rate rather than at zero, so the
+# last epochs still move the weights.
+_COSINE_FLOOR = 0.01
 DEFAULT_SCORE_RULES = {"novelty": "novelty", "item": "margin"}
 
 
@@ -63,6 +69,7 @@ class TileTrainConfig:
     weights: str = "none"
     objective: str = "novelty"
     score_rule: str | None = None
+    lr_schedule: str = "cosine"
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -80,6 +87,22 @@ class TileTrainConfig:
             raise ValueError(f"projections_per_scan must be 0 or more, got {self.projections_per_scan}")
         if not 0 <= self.hard_negative_fraction <= 1:
             raise ValueError(f"hard_negative_fraction must be in [0, 1], got {self.hard_negative_fraction}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+
+
+def epoch_learning_rate(config: TileTrainConfig, epoch: int) -> float:
+    """Return the learning rate of ``epoch`` (1-based) under ``config``'s schedule.
+
+    ``cosine`` decays from ``learning_rate`` to 1% of it over ``epochs``, so the last
+    epochs refine the weights instead of moving them at the full rate.
+    """
+    if config.lr_schedule == "constant" or config.epochs == 1:
+        return config.learning_rate
+
+    progress = (epoch - 1) / (config.epochs - 1)
+    floor = config.learning_rate * _COSINE_FLOOR
+    return floor + (config.learning_rate - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 @dataclass(frozen=True)
@@ -127,6 +150,7 @@ class TileEpoch:
     epoch: int
     loss: float
     hard_negatives: int
+    learning_rate: float
     validation_auc: float | None = None
 
 
@@ -248,10 +272,14 @@ def train_tiles(
         if len(bank.positives) < 2 or len(bank.negatives) < 2:
             raise ValueError("training needs at least two tiles on items and two clear tiles")
 
+        learning_rate = epoch_learning_rate(config, epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate
+
         hard = _mine_hard_negatives(embedder, bank, config, preprocess, device, rng) if epoch > 1 else None
         first, second, similar = _draw_pairs(bank, config, rng, hard)
         loss = _run_epoch(embedder, bank, first, second, similar, config, preprocess, criterion, optimizer, generator, device)
-        stats = TileEpoch(epoch=epoch, loss=loss, hard_negatives=0 if hard is None else len(hard))
+        stats = TileEpoch(epoch=epoch, loss=loss, hard_negatives=0 if hard is None else len(hard), learning_rate=learning_rate)
 
         if validation is not None:
             stats.validation_auc = _validation_auc(embedder, bank, validation, config, preprocess, device, rng)
@@ -434,7 +462,8 @@ def _validation_auc(embedder, bank, validation: _ValidationTiles, config, prepro
 
 
 def _describe(stats: TileEpoch, epochs: int) -> str:
-    line = f"epoch {stats.epoch}/{epochs}: loss {stats.loss:.4f}, {stats.hard_negatives} hard negatives"
+    line = (f"epoch {stats.epoch}/{epochs}: learning rate {stats.learning_rate:.2e}, loss {stats.loss:.4f}, "
+            f"{stats.hard_negatives} hard negatives")
     if stats.validation_auc is not None:
         line += f", validation per-scan ROC AUC {stats.validation_auc:.3f}"
     return line

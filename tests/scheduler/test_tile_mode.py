@@ -252,6 +252,7 @@ def test_train_tiles_writes_tile_checkpoint(boxed_scans, tmp_path):
     assert result.history[1].hard_negatives > 0
     assert all(epoch.validation_auc is not None for epoch in result.history)
     assert result.positive_tiles > 0
+    assert result.history[1].learning_rate < result.history[0].learning_rate
 
 
 def test_train_tiles_needs_boxes(boxed_scans, tmp_path):
