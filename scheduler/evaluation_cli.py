@@ -39,6 +39,8 @@ def add_parsers(sub) -> None:
     tip.add_argument("--scale", default="0.2,0.5", help="item's longer side as a fraction of the cargo height, low,high")
     tip.add_argument("--thickness", default="0.5,2.0", help="range of the exponent applied to item transmission, low,high")
     tip.add_argument("--rotation", type=float, default=180.0, help="maximum item rotation in degrees")
+    tip.add_argument("--paired", action="store_true",
+                     help="write every scan both as a negative and, with an item, as a positive")
     tip.set_defaults(handler=run_tip)
 
 
@@ -99,7 +101,7 @@ def run_tip(args: argparse.Namespace) -> int:
         config = TipConfig(scale=_pair(args.scale, "--scale"), rotation_degrees=args.rotation,
                            thickness=_pair(args.thickness, "--thickness"))
         summary = build_tip_set(scans, args.out, items, config, parse_fractions(args.fractions), args.seed,
-                                args.max_side or None)
+                                args.max_side or None, paired=args.paired)
     except (ValueError, ScanReadError) as error:
         raise UserError(str(error)) from error
 

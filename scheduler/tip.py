@@ -4,6 +4,10 @@ The clean scans are first split into train, validation and test by family, so a 
 never shares a background with a training scan. Within each split, half of the scans
 (shuffled) receive an item and become positives. The other half are re-encoded without one
 and become negatives, so no background appears in both classes.
+
+A paired set instead writes every clean scan twice, once re-encoded as a negative and once
+with an item as a positive, in the same split. The two classes then differ only by the
+item, and a held-out split has twice as many scans of each class.
 """
 
 from __future__ import annotations
@@ -31,9 +35,12 @@ class TipSetSummary:
 
 def build_tip_set(
     scans: list[Path], out: Path, items: list[Path], config: TipConfig, fractions: tuple[float, float, float],
-    seed: int, max_side: int | None, report=print,
+    seed: int, max_side: int | None, report=print, paired: bool = False,
 ) -> TipSetSummary:
-    """Write positives, negatives and ``manifest.json`` (with each item's box) under ``out``."""
+    """Write positives, negatives and ``manifest.json`` (with each item's box) under ``out``.
+
+    With ``paired`` every scan yields a negative and a positive; otherwise each yields one.
+    """
     rng = np.random.default_rng(seed)
     with ThreadPoolExecutor(max_workers=4) as executor:
         signatures = list(executor.map(image_signature, scans))
@@ -51,23 +58,30 @@ def build_tip_set(
     entries: list[ManifestEntry] = []
     failed: list[tuple[str, str]] = []
     for index, path in enumerate(scans):
-        label = roles[index]
-        target = out / label / f"{path.stem}{'_tip' if label == 'positive' else ''}.png"
-        target.parent.mkdir(parents=True, exist_ok=True)
         try:
-            entry_extra = _write_one(path, target, label, item_bank, rng, config, max_side)
+            scan = _decode(path, max_side)
         except ValueError as error:
             failed.append((str(path), str(error)))
             report(f"skipped {path}: {error}")
             continue
-        entry_extra["source"] = str(path.resolve())
-        entries.append(ManifestEntry(path=target, label=label, split=splits[index], family=f"f{families[index]:05d}",
-                                     extra=entry_extra))
+
+        for label in ("negative", "positive") if paired else (roles[index],):
+            target = out / label / f"{path.stem}{'_tip' if label == 'positive' else ''}.png"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                entry_extra = _write_one(scan, target, label, item_bank, rng, config)
+            except ValueError as error:
+                failed.append((str(path), str(error)))
+                report(f"skipped {path} as {label}: {error}")
+                continue
+            entry_extra["source"] = str(path.resolve())
+            entries.append(ManifestEntry(path=target, label=label, split=splits[index], family=f"f{families[index]:05d}",
+                                         extra=entry_extra))
 
     manifest = out / "manifest.json"
     settings = {"seed": seed, "fractions": dict(zip(SPLITS, fractions)), "max_side": max_side,
                 "items": [str(path) for path in items] or "procedural", "scale": list(config.scale),
-                "rotation_degrees": config.rotation_degrees, "thickness": list(config.thickness)}
+                "rotation_degrees": config.rotation_degrees, "thickness": list(config.thickness), "paired": paired}
     write_manifest(manifest, entries, settings)
 
     counts = Counter((entry.split, entry.label) for entry in entries)
@@ -78,14 +92,16 @@ def build_tip_set(
     return TipSetSummary(positives=positives, negatives=len(entries) - positives, failed=failed, manifest=manifest)
 
 
-def _write_one(source: Path, target: Path, label: str, item_bank, rng, config: TipConfig, max_side) -> dict:
+def _decode(source: Path, max_side: int | None) -> np.ndarray:
     from models.imaging import ScanReadError
 
     try:
-        scan = decode_transmission(source, max_side)
+        return decode_transmission(source, max_side)
     except ScanReadError as error:
         raise ValueError(error.reason) from error
 
+
+def _write_one(scan: np.ndarray, target: Path, label: str, item_bank, rng, config: TipConfig) -> dict:
     if label == "negative":
         encode_transmission(target, scan)
         return {}

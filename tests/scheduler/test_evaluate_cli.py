@@ -206,6 +206,24 @@ def test_tip_builds_labelled_set(tmp_path, capsys):
             assert 0 <= y0 < y1 <= image.height
 
 
+def test_paired_tip_writes_both_classes(tmp_path):
+    clean = tmp_path / "clean"
+    render_dataset(clean, positives=0, negatives=6, seed=4, config=SceneConfig(width=160, height=64))
+    arguments = ["tip", "--scans", str(clean), "--out", str(tmp_path / "tip"), "--fractions", "0.5,0.25,0.25", "--paired"]
+    assert main(arguments) == 0
+
+    entries = read_manifest(tmp_path / "tip" / "manifest.json")
+    by_source: dict[str, list] = {}
+    for entry in entries:
+        by_source.setdefault(entry.extra["source"], []).append(entry)
+    assert len(by_source) == 6
+    for pair in by_source.values():
+        assert sorted(entry.label for entry in pair) == ["negative", "positive"]
+        assert len({entry.split for entry in pair}) == 1
+        assert len({entry.family for entry in pair}) == 1
+        assert "box" in next(entry for entry in pair if entry.label == "positive").extra
+
+
 def test_tip_splits_by_source_scan(tmp_path):
     clean = tmp_path / "clean"
     render_dataset(clean, positives=0, negatives=8, seed=3, config=SceneConfig(width=160, height=64))
