@@ -15,7 +15,7 @@ from pathlib import Path
 from bench.common import DATA_ROOT, database_url, enroll_exemplars, make_checkpoint, percentile, temporary_database
 from bench.forward_bench import forward_images_per_second
 from bench.inprocess_bench import exemplar_files
-from bench.workers import celery_workers, requeue, scan_times, send_jobs, wait_settled
+from bench.workers import LoggedBatch, celery_workers, requeue, scan_times, send_jobs, wait_settled
 from db import repository
 
 _LOG_GRACE_S = 0.5
@@ -26,8 +26,7 @@ class CeleryRun:
     scans: int
     seconds: float
     latencies_s: list[float]
-    batch_sizes: list[int] = field(default_factory=list)
-    batch_seconds: list[float] = field(default_factory=list)
+    batches: list[LoggedBatch] = field(default_factory=list)
 
     @property
     def rate(self) -> float:
@@ -54,8 +53,20 @@ def burst(database, queue: str, workers, jobs: list[tuple[int, str]], timeout_s:
     # The worker logs a batch just after committing it; give the last line time to appear.
     time.sleep(_LOG_GRACE_S)
     batches = [batch for worker, before in zip(workers, logged_before) for batch in worker.batches()[before:]]
-    return CeleryRun(scans=len(ids), seconds=span, latencies_s=latencies, batch_sizes=[size for size, _ in batches],
-                     batch_seconds=[seconds for _, seconds in batches])
+    return CeleryRun(scans=len(ids), seconds=span, latencies_s=latencies, batches=batches)
+
+
+def _time_shares(result: CeleryRun, workers: int) -> list[str]:
+    # Shares of the run's span that the workers logged inside their batches and in each step
+    # of them. What is left went to receiving, acknowledging and waiting for jobs.
+    span = result.seconds * workers
+    parts = [
+        sum(batch.seconds for batch in result.batches),
+        sum(batch.decode_s for batch in result.batches),
+        sum(batch.inference_s for batch in result.batches),
+        sum(batch.write_s for batch in result.batches),
+    ]
+    return [f"{part / span:.2f}" for part in parts]
 
 
 def trickle(database, queue: str, worker, jobs: list[tuple[int, str]], seed: int = 0) -> tuple[list[float], list[float]]:
@@ -71,7 +82,7 @@ def trickle(database, queue: str, worker, jobs: list[tuple[int, str]], seed: int
         wait_settled(database, [scan_id], timeout_s=60, interval_s=0.02)
         latencies.extend(_latencies(database, [scan_id])[0])
     time.sleep(_LOG_GRACE_S)
-    batch_seconds = [seconds for _, seconds in worker.batches()[logged_before:]]
+    batch_seconds = [batch.seconds for batch in worker.batches()[logged_before:]]
     return latencies, batch_seconds
 
 
@@ -112,13 +123,10 @@ def run(
                 result = burst(database, queue, workers, jobs, timeout_s)
                 ratio = result.rate / reference
                 ratios[f"celery, {count} worker(s)"] = ratio
-                full = sum(size == batch_size for size in result.batch_sizes)
-                # Time each worker spent inside its batches (decode to commit) over the run's span;
-                # the rest went to receiving, acknowledging and waiting for messages.
-                in_batches = sum(result.batch_seconds) / count / result.seconds
+                full = sum(batch.jobs == batch_size for batch in result.batches)
                 throughput.add(
                     count, result.scans, result.rate, reference, f"{ratio:.2f}",
-                    len(result.batch_sizes), f"{full}/{len(result.batch_sizes)}", f"{in_batches:.2f}",
+                    len(result.batches), f"{full}/{len(result.batches)}", *_time_shares(result, count),
                 )
                 latency.add(
                     f"high: burst of {result.scans}, {count} worker(s)", result.scans,
@@ -135,8 +143,9 @@ def run(
 
     throughput.note(
         f"batch {batch_size}, max delay {delay_ms} ms, 224x224, {database_kind} database, Redis 127.0.0.1:6379 database 13; "
-        "torch threads per worker = CPUs / worker processes (CARGOSCAN_WORKER_PROCESSES); 'in batches' = seconds each worker "
-        "logged inside its batches (decode to commit) over the run's span"
+        "torch threads per worker = CPUs / worker processes (CARGOSCAN_WORKER_PROCESSES); 'in batches' = seconds the workers "
+        "logged inside their batches (decode to commit) over the run's span; 'decode', 'inference' and 'write' split that time "
+        "(decode is the wait for the decode threads, inference the forward pass and exemplar comparison)"
     )
     latency.note(
         f"bound = max batch delay ({delay_ms} ms) + the slowest batch of one scan that the worker logged during the low-load run"

@@ -158,7 +158,10 @@ def _run_section(name: str, quick: bool, workdir: Path, ratios: dict, forward: d
 
         paths = [path for paths in scan_sets.values() for path in paths]
         kind = "postgresql" if postgres_available() else "sqlite"
-        throughput_columns = ["workers", "scans", "images/s", "bare fwd images/s", "ratio", "batches", "full batches", "in batches"]
+        throughput_columns = [
+            "workers", "scans", "images/s", "bare fwd images/s", "ratio", "batches", "full batches", "in batches", "decode",
+            "inference", "write",
+        ]
         latency_columns = ["load", "scans", "p50 s", "p99 s", "max s", "bound s"]
         with section(f"Celery through Redis, batch {batch_size}", throughput_columns) as throughput:
             with section("End-to-end latency through Celery", latency_columns) as latency:

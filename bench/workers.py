@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import NamedTuple
 
 from sqlalchemy import func, select
 
@@ -24,7 +25,19 @@ from bench.common import REDIS_URL, REPO_ROOT, free_port
 from db import repository
 from db.schema import SCAN_QUEUED, Scan
 
-_BATCH_LINE = re.compile(r"batch screened: (\d+) jobs.*?([\d.]+) s$")
+_BATCH_LINE = re.compile(
+    r"batch screened: (\d+) jobs.*?([\d.]+) s \(decode ([\d.]+), inference ([\d.]+), write ([\d.]+)\)$"
+)
+
+
+class LoggedBatch(NamedTuple):
+    """One ``batch screened`` line of a worker's log: its size and where its seconds went."""
+
+    jobs: int
+    seconds: float
+    decode_s: float
+    inference_s: float
+    write_s: float
 
 
 @dataclass
@@ -36,13 +49,13 @@ class WorkerProcess:
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def batches(self) -> list[tuple[int, float]]:
-        """Return (jobs, seconds) for every batch this worker logged so far."""
+    def batches(self) -> list[LoggedBatch]:
+        """Return every batch this worker logged so far."""
         found = []
         for line in self.log_text().splitlines():
             match = _BATCH_LINE.search(line.strip())
             if match:
-                found.append((int(match.group(1)), float(match.group(2))))
+                found.append(LoggedBatch(int(match.group(1)), *(float(group) for group in match.groups()[1:])))
         return found
 
 

@@ -101,8 +101,9 @@ def screen(requests) -> str:
     for report in reports:
         record_batch(report, runtime.screener)
         logger.info(
-            "batch screened: %d jobs, %d scored, %d flagged, %d failed, %.3f s",
+            "batch screened: %d jobs, %d scored, %d flagged, %d failed, %.3f s (decode %.3f, inference %.3f, write %.3f)",
             report.size, len(report.scored), report.flagged, len(report.failed), report.total_s,
+            report.decode_s, report.inference_s, report.write_s,
         )
     return DONE
 
