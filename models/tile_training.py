@@ -70,6 +70,7 @@ class TileTrainConfig:
     objective: str = "novelty"
     score_rule: str | None = None
     lr_schedule: str = "cosine"
+    organic_share: float = 0.5
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -87,6 +88,8 @@ class TileTrainConfig:
             raise ValueError(f"projections_per_scan must be 0 or more, got {self.projections_per_scan}")
         if not 0 <= self.hard_negative_fraction <= 1:
             raise ValueError(f"hard_negative_fraction must be in [0, 1], got {self.hard_negative_fraction}")
+        if not 0.0 <= self.organic_share <= 1.0:
+            raise ValueError(f"organic_share must be in [0, 1], got {self.organic_share}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
 
@@ -199,16 +202,22 @@ def build_tile_bank(
 
 
 def projected_item_tiles(
-    sources: Sequence[DecodedScan], preprocess: PreprocessConfig, per_scan: int, rng: np.random.Generator
+    sources: Sequence[DecodedScan], preprocess: PreprocessConfig, per_scan: int, rng: np.random.Generator,
+    organic_share: float = 0.5,
 ) -> torch.Tensor:
-    """Project ``per_scan`` procedural items into each source scan; returns the tiles on those items."""
+    """Project ``per_scan`` procedural items into each source scan; returns the tiles on those items.
+
+    ``organic_share`` is the chance that an item is organic, the faint material that
+    tile models miss most often.
+    """
     tiles: list[torch.Tensor] = []
     labels: list[np.ndarray] = []
     tip = TipConfig()
     for source in sources:
         for _ in range(per_scan):
             try:
-                projection = project(source.pixels.astype(np.float64), generate_item(rng)[0], rng, tip)
+                item = generate_item(rng, organic_share=organic_share)[0]
+                projection = project(source.pixels.astype(np.float64), item, rng, tip)
             except ValueError as error:
                 # A scan without a cargo area large enough takes no item.
                 logger.debug("no projected item: %s", error)
@@ -268,7 +277,9 @@ def train_tiles(
     for epoch in range(1, config.epochs + 1):
         # Fresh items at fresh places every epoch, so the network cannot learn the few it saw.
         if config.projections_per_scan and bank.sources:
-            bank.replace_projected(projected_item_tiles(bank.sources, preprocess, config.projections_per_scan, rng))
+            bank.replace_projected(
+                projected_item_tiles(bank.sources, preprocess, config.projections_per_scan, rng, config.organic_share)
+            )
         if len(bank.positives) < 2 or len(bank.negatives) < 2:
             raise ValueError("training needs at least two tiles on items and two clear tiles")
 

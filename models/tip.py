@@ -78,14 +78,18 @@ def cargo_area(scan: np.ndarray, open_beam_margin: float = 0.05) -> tuple[int, i
     return columns[0], rows[0], columns[1], rows[1]
 
 
-def generate_item(rng: np.random.Generator, size: int = 96) -> tuple[np.ndarray, str, str]:
+def generate_item(rng: np.random.Generator, size: int = 96, organic_share: float = 0.5) -> tuple[np.ndarray, str, str]:
     """Draw a procedural item: a block, cylinder or irregular blob of metal or organic material.
 
-    Returns its (size, size) transmission image (1.0 where the item is absent), its kind
-    and its material.
+    ``organic_share`` is the chance of organic material. Returns the item's (size, size)
+    transmission image (1.0 where the item is absent), its kind and its material.
     """
+    if not 0.0 <= organic_share <= 1.0:
+        raise ValueError(f"organic_share must be in [0, 1], got {organic_share}")
+
     kind = ITEM_KINDS[int(rng.integers(len(ITEM_KINDS)))]
-    material = "metal" if rng.random() < 0.5 else "organic"
+    # Organic from the top of the unit interval, so the default draws what it always drew.
+    material = "organic" if rng.random() >= 1.0 - organic_share else "metal"
     attenuation = rng.uniform(*MATERIAL_ATTENUATION[material])
     y, x = np.mgrid[0:size, 0:size] / (size - 1) * 2.0 - 1.0
 

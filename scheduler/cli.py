@@ -122,6 +122,8 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="novelty: score tiles by distance to clear tiles; item: by distance to item tiles")
     tiles.add_argument("--score-rule", choices=("nearest_positive", "novelty", "margin"),
                        help="rule the model version screens by (default: novelty for --objective novelty, margin for item)")
+    tiles.add_argument("--organic-share", type=float, default=0.5,
+                       help="chance that a projected training item is organic (faint) rather than metal")
     tiles.add_argument("--lr-schedule", choices=("cosine", "constant"), default="cosine",
                        help="cosine: decay the learning rate to 1%% of --lr over --epochs; constant: keep it")
     tiles.add_argument("--hard-negative-fraction", type=float, default=0.5, help="share of dissimilar pairs that use mined hard negatives")

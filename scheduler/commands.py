@@ -262,6 +262,7 @@ def run_train_tiles(args) -> int:
             margin=args.margin, threshold=args.threshold, projections_per_scan=args.projections_per_scan,
             hard_negative_fraction=args.hard_negative_fraction, patience=args.patience, seed=args.seed, weights=args.weights,
             objective=args.objective, score_rule=args.score_rule, lr_schedule=args.lr_schedule,
+            organic_share=args.organic_share,
         )
         preprocess = PreprocessConfig(
             image_size=args.tile_size, mode="tiles", tile_scan_height=args.scan_height, tile_stride=args.stride,

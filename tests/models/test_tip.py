@@ -171,3 +171,21 @@ def test_positive_and_negative_share_format(source_scan, tmp_path):
 
 def test_decode_shrinks_longer_side(source_scan):
     assert decode_transmission(source_scan, max_side=100).shape == (40, 100)
+
+
+@pytest.mark.parametrize("share, organic", [(0.0, 0), (1.0, 200)])
+def test_organic_share_sets_the_material(share, organic):
+    rng = np.random.default_rng(7)
+    materials = [generate_item(rng, size=16, organic_share=share)[2] for _ in range(200)]
+    assert materials.count("organic") == organic
+
+
+def test_default_share_draws_both_materials():
+    rng = np.random.default_rng(7)
+    materials = [generate_item(rng, size=16)[2] for _ in range(200)]
+    assert 60 < materials.count("organic") < 140
+
+
+def test_organic_share_out_of_range_is_refused():
+    with pytest.raises(ValueError, match="organic_share"):
+        generate_item(np.random.default_rng(0), organic_share=1.5)
