@@ -153,7 +153,9 @@ def test_config_dict_lists_for_json():
 
 
 def test_config_from_partial_dict():
-    assert PreprocessConfig.from_dict({"image_size": 64}) == PreprocessConfig(image_size=64)
+    # Missing keys take the class defaults, except the decode setting older checkpoints lack.
+    expected = PreprocessConfig(image_size=64, decode_oversampling=2)
+    assert PreprocessConfig.from_dict({"image_size": 64}) == expected
 
 
 def test_config_unknown_key_named():
