@@ -36,16 +36,8 @@ def render_heatmap(
     grey = pixels if pixels.ndim == 2 else pixels.mean(axis=2)
     base = Image.fromarray(np.uint8(np.clip(grey, 0, 1) * 255)).resize(size, Image.Resampling.BILINEAR).convert("RGB")
 
-    heat = np.full((size[1], size[0]), -np.inf)
-    for box, value in zip(np.asarray(tile_boxes), np.asarray(suspicion, dtype=np.float64)):
-        x0, y0, x1, y1 = _scaled(box, scale)
-        heat[y0:y1, x0:x1] = np.maximum(heat[y0:y1, x0:x1], value)
-    heat[~np.isfinite(heat)] = np.nanmin(suspicion)
-    spread = float(heat.max() - heat.min())
-    unit = (heat - heat.min()) / spread if spread > 0 else np.zeros_like(heat)
-
-    colours = np.uint8(colormaps["inferno"](unit)[..., :3] * 255)
-    blended = Image.blend(base, Image.fromarray(colours), HEAT_OPACITY)
+    # A whole-scan result has no tiles, and so no heat map: the scan and its box only.
+    blended = _blend_heat(base, size, scale, tile_boxes, suspicion) if len(suspicion) else base
     draw = ImageDraw.Draw(blended)
     line = max(2, round(3 * size[0] / 1000))
     for box in item_boxes:
@@ -71,3 +63,17 @@ def _corners(box: Sequence[int], scale: float) -> tuple[int, int, int, int]:
     # PIL's rectangle includes its second corner, while CargoScan boxes end exclusively.
     x0, y0, x1, y1 = _scaled(box, scale)
     return x0, y0, x1 - 1, y1 - 1
+
+
+def _blend_heat(base: Image.Image, size, scale: float, tile_boxes, suspicion) -> Image.Image:
+    heat = np.full((size[1], size[0]), -np.inf)
+    for box, value in zip(np.asarray(tile_boxes), np.asarray(suspicion, dtype=np.float64)):
+        x0, y0, x1, y1 = _scaled(box, scale)
+        heat[y0:y1, x0:x1] = np.maximum(heat[y0:y1, x0:x1], value)
+    heat[~np.isfinite(heat)] = np.nanmin(suspicion)
+    spread = float(heat.max() - heat.min())
+    unit = (heat - heat.min()) / spread if spread > 0 else np.zeros_like(heat)
+
+    colours = np.uint8(colormaps["inferno"](unit)[..., :3] * 255)
+    blended = Image.blend(base, Image.fromarray(colours), HEAT_OPACITY)
+    return blended
