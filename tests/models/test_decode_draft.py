@@ -142,7 +142,7 @@ def test_old_checkpoint_keeps_oversampling_two():
 
 
 @pytest.mark.parametrize("oversampling", [0, 9])
-def test_oversampling_out_of_range_is_refused(oversampling):
+def test_oversampling_out_of_range_rejected(oversampling):
     with pytest.raises(ValueError, match="decode_oversampling"):
         PreprocessConfig(decode_oversampling=oversampling)
 

@@ -26,6 +26,6 @@ def test_single_epoch_uses_the_full_rate():
     assert epoch_learning_rate(TileTrainConfig(epochs=1, learning_rate=2e-3), 1) == pytest.approx(2e-3)
 
 
-def test_unknown_schedule_is_refused():
+def test_unknown_schedule_rejected():
     with pytest.raises(ValueError, match="lr_schedule"):
         TileTrainConfig(lr_schedule="step")

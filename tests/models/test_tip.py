@@ -186,6 +186,6 @@ def test_default_share_draws_both_materials():
     assert 60 < materials.count("organic") < 140
 
 
-def test_organic_share_out_of_range_is_refused():
+def test_organic_share_out_of_range_rejected():
     with pytest.raises(ValueError, match="organic_share"):
         generate_item(np.random.default_rng(0), organic_share=1.5)
