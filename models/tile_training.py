@@ -1,20 +1,20 @@
 """Siamese training on tiles, with projected items and hard-negative mining.
 
-Tiles on an item form the positive class and tiles that touch no item the negative class.
-Tiles that only graze an item are left out. Items come from the training scans' boxes,
-and fresh ones are projected into the clean training scans every epoch (threat image
-projection), so every training background also yields positives at new places. From the
-second epoch on, the clear tiles the current network handles worst are mined as hard
-negatives (see OBJECTIVES). After each epoch the validation scans are scored as in
-screening, by their most suspicious tile, and the epoch with the best ROC AUC is kept.
+Pairs are drawn from a tile bank (``models.tile_bank``): item tiles from the training
+scans' boxes and from items projected afresh into the clean training scans every epoch,
+and clear tiles. From the second epoch on, the clear tiles the current network handles
+worst are mined as hard negatives (see OBJECTIVES). Part of the item pairs can set a
+projected item against its own background, the clean tile at the same place, so the
+network must see the item itself rather than the cargo around it. After each epoch the
+validation scans are scored as in screening, by their most suspicious tile, and the
+epoch with the best ROC AUC is kept.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,19 +23,15 @@ import torch
 from models.augment import augment_batch
 from models.checkpoint import save_checkpoint
 from models.embedder import build_embedder
-from models.imaging import DecodedScan, ScanReadError, load_scan
+from models.imaging import ScanReadError, load_scan
 from models.inference import decode_target
 from models.loss import ContrastiveLoss
 from models.exemplars import SCORE_RULES
 from models.metrics import SingleClassError, screening_metrics
 from models.preprocess import PreprocessConfig, normalize
 from models.scan_scoring import embed_tile_images
-from models.tiling import ON_ITEM_FRACTION, cut_tiles, item_coverage
-from models.tip import TipConfig, generate_item, project
-
-logger = logging.getLogger(__name__)
-
-Box = tuple[int, int, int, int]
+from models.tile_bank import LabelledScan, TileBank, build_tile_bank, join_tiles, projected_item_tiles
+from models.tiling import cut_tiles
 
 # ``novelty`` pulls clear tiles together and pushes item tiles away from them. ``item`` also
 # pulls item tiles together, so items form a cluster of their own. Each has a default score
@@ -71,6 +67,7 @@ class TileTrainConfig:
     score_rule: str | None = None
     lr_schedule: str = "cosine"
     organic_share: float = 0.5
+    background_pairs: float = 0.0
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -90,6 +87,8 @@ class TileTrainConfig:
             raise ValueError(f"hard_negative_fraction must be in [0, 1], got {self.hard_negative_fraction}")
         if not 0.0 <= self.organic_share <= 1.0:
             raise ValueError(f"organic_share must be in [0, 1], got {self.organic_share}")
+        if not 0.0 <= self.background_pairs <= 1.0:
+            raise ValueError(f"background_pairs must be in [0, 1], got {self.background_pairs}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
 
@@ -106,46 +105,6 @@ def epoch_learning_rate(config: TileTrainConfig, epoch: int) -> float:
     progress = (epoch - 1) / (config.epochs - 1)
     floor = config.learning_rate * _COSINE_FLOOR
     return floor + (config.learning_rate - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-@dataclass(frozen=True)
-class LabelledScan:
-    """A training or validation scan: its file, its label, and its item boxes in scan pixels (positives)."""
-
-    path: Path
-    positive: bool
-    boxes: Sequence[Box] = ()
-
-
-@dataclass
-class TileBank:
-    """Labelled tiles: ``images`` (N, C, S, S) float16, ``labels`` (N,) 1 on an item and 0 clear.
-
-    ``sources`` are the clean grey training scans that items are projected into. Their
-    projected item tiles are drawn anew each epoch and follow the fixed tiles in ``images``.
-    """
-
-    images: torch.Tensor
-    labels: np.ndarray
-    sources: list[DecodedScan] = field(default_factory=list)
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    fixed: int = 0
-
-    def __post_init__(self) -> None:
-        self.fixed = len(self.images)
-
-    @property
-    def positives(self) -> np.ndarray:
-        return np.flatnonzero(self.labels == 1)
-
-    @property
-    def negatives(self) -> np.ndarray:
-        return np.flatnonzero(self.labels == 0)
-
-    def replace_projected(self, tiles: torch.Tensor) -> None:
-        """Swap the previous epoch's projected item tiles for ``tiles``."""
-        self.images = _join([self.images[: self.fixed], tiles.to(torch.float16)])
-        self.labels = np.concatenate([self.labels[: self.fixed], np.ones(len(tiles), dtype=self.labels.dtype)])
 
 
 @dataclass
@@ -166,85 +125,6 @@ class TileTrainResult:
     positive_tiles: int
     negative_tiles: int
     skipped: list[tuple[str, str]]
-
-
-def build_tile_bank(
-    scans: Sequence[LabelledScan], preprocess: PreprocessConfig, report: Callable[[str], None] = print,
-) -> TileBank:
-    """Decode and tile the scans and label every tile; keep the clean grey scans as projection sources."""
-    geometry = preprocess.tiles
-    images: list[torch.Tensor] = []
-    labels: list[np.ndarray] = []
-    sources: list[DecodedScan] = []
-    skipped: list[tuple[str, str]] = []
-
-    for scan in scans:
-        if scan.positive and not scan.boxes:
-            skipped.append((str(scan.path), "positive scan without an item box"))
-            continue
-        try:
-            decoded = load_scan(scan.path, target=decode_target(preprocess))
-        except ScanReadError as error:
-            skipped.append((str(scan.path), error.reason))
-            continue
-
-        _add_tiles(images, labels, decoded, np.array(scan.boxes, dtype=np.int64).reshape(-1, 4), geometry)
-        # Projection multiplies transmissions, so it needs a grey scan at its full size.
-        if not scan.positive and decoded.is_grey and decoded.full_size is None:
-            sources.append(decoded)
-
-    if not images:
-        raise ValueError("no training scan could be tiled")
-    bank = TileBank(images=_join(images), labels=np.concatenate(labels), sources=sources, skipped=skipped)
-    report(f"tiles: {len(bank.positives)} on items, {len(bank.negatives)} clear, from {len(scans) - len(skipped)} scans; "
-           f"{len(sources)} clean scans take projected items")
-    return bank
-
-
-def projected_item_tiles(
-    sources: Sequence[DecodedScan], preprocess: PreprocessConfig, per_scan: int, rng: np.random.Generator,
-    organic_share: float = 0.5,
-) -> torch.Tensor:
-    """Project ``per_scan`` procedural items into each source scan; returns the tiles on those items.
-
-    ``organic_share`` is the chance that an item is organic, the faint material that
-    tile models miss most often.
-    """
-    tiles: list[torch.Tensor] = []
-    labels: list[np.ndarray] = []
-    tip = TipConfig()
-    for source in sources:
-        for _ in range(per_scan):
-            try:
-                item = generate_item(rng, organic_share=organic_share)[0]
-                projection = project(source.pixels.astype(np.float64), item, rng, tip)
-            except ValueError as error:
-                # A scan without a cargo area large enough takes no item.
-                logger.debug("no projected item: %s", error)
-                break
-            composed = DecodedScan(projection.composed.astype(np.float32), source.source_mode, source.bit_depth)
-            _add_tiles(tiles, labels, composed, np.array([projection.box]), preprocess.tiles)
-
-    if not tiles:
-        return torch.zeros((0, 1, preprocess.image_size, preprocess.image_size), dtype=torch.float16)
-    on_item = torch.from_numpy(np.concatenate(labels) == 1)
-    return torch.cat(tiles)[on_item]
-
-
-def _join(parts: list[torch.Tensor]) -> torch.Tensor:
-    # Grey scans give one-channel tiles and colour scans three; a set with both keeps three.
-    if len({part.shape[1] for part in parts}) > 1:
-        parts = [part.expand(-1, 3, -1, -1) for part in parts]
-    return torch.cat(parts)
-
-
-def _add_tiles(images, labels, scan: DecodedScan, item_boxes: np.ndarray, geometry) -> None:
-    tiles = cut_tiles(scan, geometry)
-    coverage = item_coverage(tiles.boxes, item_boxes)
-    tile_labels = np.where(coverage >= ON_ITEM_FRACTION, 1, np.where(coverage == 0, 0, -1))
-    keep = tile_labels >= 0
-    images.append(tiles.images[torch.from_numpy(keep)].to(torch.float16))
-    labels.append(tile_labels[keep])
 
 
 def train_tiles(
@@ -342,6 +222,8 @@ def _draw_pairs(bank: TileBank, config: TileTrainConfig, rng: np.random.Generato
         use_hard = rng.random(dissimilar) < config.hard_negative_fraction
         clear[use_hard] = rng.choice(hard, int(use_hard.sum()))
     dissimilar_first, dissimilar_second = rng.choice(positives, dissimilar), clear
+    if config.background_pairs > 0:
+        _use_backgrounds(bank, dissimilar_first, dissimilar_second, config.background_pairs, rng)
 
     if config.objective == "item":
         # Half the similar pairs item-item, half clear-clear.
@@ -362,6 +244,15 @@ def _draw_pairs(bank: TileBank, config: TileTrainConfig, rng: np.random.Generato
     similar = np.concatenate([np.ones(half), np.zeros(dissimilar)]).astype(np.float32)
     order = rng.permutation(count)
     return first[order], second[order], similar[order]
+
+
+def _use_backgrounds(bank: TileBank, items: np.ndarray, clear: np.ndarray, share: float, rng: np.random.Generator) -> None:
+    # A random clear tile differs from an item tile in its cargo as well as in the item, and
+    # a faint organic item is the smaller difference. Against its own background only the
+    # item differs. Items from the scans' own boxes have no clean twin and keep their partner.
+    backgrounds = bank.background_of(items)
+    swap = (rng.random(len(items)) < share) & (backgrounds >= 0)
+    clear[swap] = backgrounds[swap]
 
 
 def _run_epoch(embedder, bank, first, second, similar, config, preprocess, criterion, optimizer, generator, device) -> float:
@@ -444,7 +335,7 @@ def _validation_tiles(scans: Sequence[LabelledScan], preprocess: PreprocessConfi
         report("validation skipped: it needs scans of both classes")
         return None
     report(f"validation: {int(labels.sum())} positive and {int((labels == 0).sum())} negative scans")
-    return _ValidationTiles(tiles=_join(tiles), scan_of_tile=np.concatenate(owners), labels=labels)
+    return _ValidationTiles(tiles=join_tiles(tiles), scan_of_tile=np.concatenate(owners), labels=labels)
 
 
 def _validation_auc(embedder, bank, validation: _ValidationTiles, config, preprocess, device, rng) -> float:

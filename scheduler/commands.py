@@ -263,6 +263,7 @@ def run_train_tiles(args) -> int:
             hard_negative_fraction=args.hard_negative_fraction, patience=args.patience, seed=args.seed, weights=args.weights,
             objective=args.objective, score_rule=args.score_rule, lr_schedule=args.lr_schedule,
             organic_share=args.organic_share,
+            background_pairs=args.background_pairs,
         )
         preprocess = PreprocessConfig(
             image_size=args.tile_size, mode="tiles", tile_scan_height=args.scan_height, tile_stride=args.stride,
@@ -293,6 +294,7 @@ def run_show(args) -> int:
 
     verdict = "flagged" if shown.flagged else "clear"
     where = f", top tile at {shown.box} of {shown.tiles} tiles" if shown.box is not None else " (whole-scan model: no tiles)"
-    print(f"scan {shown.scan_id} {shown.uri}: {verdict}, distance {shown.positive_distance:.4f}{where}")
+    print(f"scan {shown.scan_id} {shown.uri}: {verdict}, {shown.score_rule} score {shown.score:.4f} "
+          f"(threshold {shown.threshold:.4f}){where}")
     print(f"wrote {shown.out}")
     return 0

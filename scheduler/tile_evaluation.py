@@ -22,7 +22,7 @@ from models.inference import decode_one
 from models.exemplars import suspicion_threshold
 from models.metrics import SingleClassError, rates_at_threshold, screening_metrics
 from models.scan_scoring import embed_tiles
-from models.tile_training import LabelledScan
+from models.tile_bank import LabelledScan
 from models.tiling import ON_ITEM_FRACTION, item_coverage
 
 # Looser than the training rule, because a box that contains a quarter of the item

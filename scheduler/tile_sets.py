@@ -11,7 +11,7 @@ from pathlib import Path
 
 from models.annotations import AnnotationError, boxes_for_images
 from models.splits import ManifestError, read_manifest, select_split
-from models.tile_training import LabelledScan
+from models.tile_bank import LabelledScan
 from scheduler.labelled import SetError
 
 

@@ -148,7 +148,7 @@ def test_screening_stores_top_tile_box(database_url, tile_checkpoint, boxed_scan
         listed = repository.list_results(session)
     csv_text = format_csv(listed)
     first = rows[0]
-    assert csv_text.splitlines()[0].split(",")[6] == "box"
+    assert "box" in csv_text.splitlines()[0].split(",")
     assert f"{first.box_x0},{first.box_y0},{first.box_x1},{first.box_y1}" in csv_text
     database.dispose()
 
@@ -187,6 +187,10 @@ def test_show_draws_heat_map(sqlite_url, tile_checkpoint, boxed_scans, tmp_path)
         assert image.size == (SCENE.width, SCENE.height)
     assert shown.tiles == TILE_COUNT
     assert shown.box is not None
+    with database.sessions() as session:
+        result = session.execute(select(Result).where(Result.scan_id == scan_id)).scalar_one()
+    assert shown.score_rule == "nearest_positive"
+    assert shown.score == pytest.approx(result.positive_distance)
     database.dispose()
 
 
@@ -344,6 +348,7 @@ def test_show_command_prints_box(sqlite_url, tile_checkpoint, boxed_scans, tmp_p
     assert main(["--db", sqlite_url, "show", str(scan_id), "--out", str(tmp_path / "shown.png")]) == 0
     output = capsys.readouterr().out
     assert f"of {TILE_COUNT} tiles" in output
+    assert "nearest_positive score" in output
     assert (tmp_path / "shown.png").is_file()
     assert main(["--db", sqlite_url, "show", str(scan_id + 50), "--out", str(tmp_path / "none.png")]) == 2
     assert "not found" in capsys.readouterr().err
@@ -389,7 +394,7 @@ def test_grey_and_colour_scans_share_chunks(tile_checkpoint, boxed_scans, tmp_pa
 
 
 def test_tile_bank_joins_grey_and_colour(boxed_scans, tmp_path):
-    from models.tile_training import LabelledScan, build_tile_bank, projected_item_tiles
+    from models.tile_bank import LabelledScan, build_tile_bank, projected_item_tiles
 
     grey = _paths(boxed_scans["root"], "train", "negative")[0]
     colour = tmp_path / "colour.png"
