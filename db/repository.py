@@ -309,18 +309,37 @@ class ResultRow:
     box_y0: int | None = None
     box_x1: int | None = None
     box_y1: int | None = None
+    # The model version's score rule and the result's score under it: the nearest-positive
+    # distance (flagged at or below the threshold), the nearest-negative distance for
+    # novelty, or their difference for margin (both flagged at or above it).
+    score_rule: str | None = None
+    score: float | None = None
+
+
+def _score_columns():
+    # Checkpoints from before score rules name none and flag by the nearest positive.
+    rule = func.coalesce(ModelVersion.training["score_rule"].as_string(), "nearest_positive")
+    score = case(
+        (rule == "novelty", Result.negative_distance),
+        (rule == "margin", Result.negative_distance - Result.positive_distance),
+        else_=Result.positive_distance,
+    )
+    # Higher is more suspicious under every rule, as models.exemplars.suspicion defines it.
+    suspicion = case((rule == "nearest_positive", -score), else_=score)
+    return case((Result.id.is_(None), None), else_=rule).label("score_rule"), score.label("score"), suspicion
 
 
 def list_results(session: Session, limit: int | None = None, flagged_only: bool = False, include_failed: bool = True) -> list[ResultRow]:
-    """List each scan with its latest result, flagged first, then by nearest-positive distance."""
+    """List each scan with its latest result: flagged first, then most suspicious first under the model's score rule."""
     latest = (
         select(Result.scan_id, func.max(Result.id).label("result_id")).group_by(Result.scan_id).subquery()
     )
+    score_rule, score, suspicion = _score_columns()
     statement: Select = (
         select(
             Scan.id, Scan.uri, Scan.status, Result.flagged, Result.positive_distance, Result.negative_distance,
             Result.threshold, Scan.failure_reason, ModelVersion.sha256, Result.exemplar_set_id, Result.scored_at,
-            Result.box_x0, Result.box_y0, Result.box_x1, Result.box_y1,
+            Result.box_x0, Result.box_y0, Result.box_x1, Result.box_y1, score_rule, score,
         )
         .select_from(Scan)
         .outerjoin(latest, latest.c.scan_id == Scan.id)
@@ -328,7 +347,7 @@ def list_results(session: Session, limit: int | None = None, flagged_only: bool 
         .outerjoin(ModelVersion, ModelVersion.id == Result.model_version_id)
         .order_by(
             case((Result.flagged.is_(True), 0), (Scan.status == SCAN_FAILED, 2), else_=1),
-            Result.positive_distance.asc().nulls_last(),
+            suspicion.desc().nulls_last(),
             Scan.id,
         )
     )

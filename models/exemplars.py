@@ -265,6 +265,19 @@ def suspicion(verdicts: Verdicts, rule: str) -> np.ndarray:
     return negative if rule == "novelty" else negative - positive
 
 
+def rule_score(positive_distance: float, negative_distance: float | None, rule: str) -> float:
+    """Return the score ``rule`` compares with its threshold for one result.
+
+    That is the nearest-positive distance (flagged at or below the threshold) or, for
+    novelty and margin, the suspicion (flagged at or above it).
+    """
+    if rule == "nearest_positive":
+        return positive_distance
+    if negative_distance is None:
+        raise ValueError(f"score rule {rule!r} needs the nearest-negative distance")
+    return negative_distance if rule == "novelty" else negative_distance - positive_distance
+
+
 def suspicion_threshold(threshold: float, rule: str) -> float:
     """Return the suspicion at and above which ``rule`` flags, for a decision ``threshold``."""
     return -threshold if rule == "nearest_positive" else threshold

@@ -11,7 +11,8 @@ from dataclasses import asdict
 from db.repository import ResultRow
 
 COLUMNS = (
-    "scan_id", "status", "flagged", "positive_distance", "negative_distance", "threshold", "box", "model", "uri", "failure_reason",
+    "scan_id", "status", "flagged", "score_rule", "score", "threshold", "positive_distance", "negative_distance", "box", "model",
+    "uri", "failure_reason",
 )
 
 
@@ -20,9 +21,11 @@ def _values(row: ResultRow) -> dict[str, object]:
         "scan_id": row.scan_id,
         "status": row.status,
         "flagged": row.flagged,
+        "score_rule": row.score_rule,
+        "score": row.score,
+        "threshold": row.threshold,
         "positive_distance": row.positive_distance,
         "negative_distance": row.negative_distance,
-        "threshold": row.threshold,
         "box": _box(row),
         "model": row.model_sha256[:12] if row.model_sha256 else None,
         "uri": row.uri,

@@ -27,7 +27,9 @@ class ShownScan:
     uri: str
     status: str
     flagged: bool | None
-    positive_distance: float | None
+    score_rule: str
+    score: float
+    threshold: float
     box: tuple[int, int, int, int] | None
     tiles: int
     out: Path
@@ -35,7 +37,7 @@ class ShownScan:
 
 def show_scan(database, settings, scan_id: int, out: Path) -> ShownScan:
     """Render scan ``scan_id`` to ``out`` as PNG; raises :class:`ShowError` when it cannot."""
-    from models.exemplars import score
+    from models.exemplars import rule_score, score
     from models.exemplars import suspicion as tile_suspicion
     from models.heatmap import render_heatmap, save_heatmap
     from models.imaging import ScanReadError, load_scan
@@ -76,7 +78,8 @@ def show_scan(database, settings, scan_id: int, out: Path) -> ShownScan:
         screener.close()
 
     return ShownScan(
-        scan_id=scan.id, uri=scan.uri, status=scan.status, flagged=result.flagged, positive_distance=result.positive_distance,
+        scan_id=scan.id, uri=scan.uri, status=scan.status, flagged=result.flagged, score_rule=screener.score_rule,
+        score=rule_score(result.positive_distance, result.negative_distance, screener.score_rule), threshold=result.threshold,
         box=box, tiles=len(tile_boxes), out=out,
     )
 

@@ -20,10 +20,12 @@ def database(database_url):
     opened.dispose()
 
 
-def _exemplar_set(database):
+def _exemplar_set(database, training: dict | None = None, sha256: str = "a" * 64):
     vector = np.zeros(512, dtype="<f4").tobytes()
     with database.sessions.begin() as session:
-        version = repository.get_or_create_model_version(session, "a" * 64, "m.pt", "/models/m.pt", {"image_size": 224}, 0.5, {})
+        version = repository.get_or_create_model_version(
+            session, sha256, "m.pt", "/models/m.pt", {"image_size": 224}, 0.5, training or {},
+        )
         exemplar_set = repository.create_exemplar_set(
             session, version.id, "set",
             [repository.ExemplarRow("positive", "/p.png", vector), repository.ExemplarRow("negative", "/n.png", vector)],
@@ -146,6 +148,32 @@ def test_list_results_flagged_first(database):
     assert [row.uri for row in rows] == ["/flag.png", "/clear.png", "/broken.png"]
     assert [row.uri for row in flagged] == ["/flag.png"]
     assert rows[2].failure_reason == "truncated"
+    assert [(row.score_rule, row.score) for row in rows] == [("nearest_positive", 0.1), ("nearest_positive", 0.9), (None, None)]
+
+
+@pytest.mark.parametrize("rule, expected_order, expected_scores", [
+    # (positive, negative) distances: a (0.2, 0.3), b (0.6, 1.4), c (0.4, 0.9).
+    ("novelty", ["/b.png", "/c.png", "/a.png"], [1.4, 0.9, 0.3]),
+    ("margin", ["/b.png", "/c.png", "/a.png"], [0.8, 0.5, 0.1]),
+    ("nearest_positive", ["/a.png", "/c.png", "/b.png"], [0.2, 0.4, 0.6]),
+])
+def test_list_results_orders_by_the_models_score_rule(database, rule, expected_order, expected_scores):
+    model_id, set_id, positive_id, negative_id = _exemplar_set(database, training={"score_rule": rule})
+    distances = {"/a.png": (0.2, 0.3), "/b.png": (0.6, 1.4), "/c.png": (0.4, 0.9)}
+    with database.sessions.begin() as session:
+        ids = repository.register_scans(session, list(distances))
+        scored = [
+            repository.ScoredScan(ids[uri][0], positive, positive_id, negative, negative_id, False, 640, 480)
+            for uri, (positive, negative) in distances.items()
+        ]
+        repository.write_batch(session, model_id, set_id, 2.0, scored, [])
+
+    with database.sessions() as session:
+        rows = repository.list_results(session)
+
+    assert [row.uri for row in rows] == expected_order
+    assert [row.score_rule for row in rows] == [rule] * 3
+    assert [row.score for row in rows] == pytest.approx(expected_scores)
 
 
 def test_redact_url_hides_password():

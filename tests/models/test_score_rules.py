@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.exemplars import ExemplarIndex, ExemplarSet, score, suspicion, suspicion_threshold
+from models.exemplars import ExemplarIndex, ExemplarSet, rule_score, score, suspicion, suspicion_threshold
 
 
 def _exemplars(with_negatives: bool = True) -> ExemplarSet:
@@ -52,3 +52,14 @@ def test_unknown_rule_rejected():
 def test_novelty_without_negatives_rejected():
     with pytest.raises(ValueError, match="needs negative exemplars"):
         score(QUERIES, _exemplars(with_negatives=False), threshold=1.0, rule="novelty")
+
+
+@pytest.mark.parametrize("rule, expected", [("nearest_positive", 0.25), ("novelty", 1.0), ("margin", 0.75)])
+def test_rule_score_is_what_the_threshold_is_compared_with(rule, expected):
+    assert rule_score(0.25, 1.0, rule) == pytest.approx(expected)
+
+
+def test_rule_score_without_negative_distance_rejected():
+    assert rule_score(0.25, None, "nearest_positive") == 0.25
+    with pytest.raises(ValueError, match="needs the nearest-negative distance"):
+        rule_score(0.25, None, "margin")
