@@ -30,11 +30,16 @@ Box = tuple[int, int, int, int]
 
 @dataclass(frozen=True)
 class LabelledScan:
-    """A training or validation scan: its file, its label, and its item boxes in scan pixels (positives)."""
+    """A training or validation scan: its file, its label, and its item boxes in scan pixels (positives).
+
+    ``material`` is the projected item's material ("metal", "organic") where the manifest
+    records it, so evaluation can report detection per material.
+    """
 
     path: Path
     positive: bool
     boxes: Sequence[Box] = ()
+    material: str | None = None
 
 
 @dataclass(frozen=True)

@@ -87,6 +87,7 @@ def evaluate_tiles(checkpoint, test: list[LabelledScan], exemplars: list[Labelle
         "exemplars": exemplar_counts,
         "screening": {name: asdict(metrics) for name, metrics in screening.items()},
         "localisation": localisation,
+        "by_material": _by_material(scored, rule, at_one_percent),
         "threshold": {"given": checkpoint.threshold, "detection": deployed.detection, "false_alarm": deployed.false_alarm},
         "tiles_per_scan": float(np.mean([len(item.tile_boxes) for item in scored])),
         "tiles": _tile_level(scored),
@@ -100,6 +101,9 @@ def evaluate_tiles(checkpoint, test: list[LabelledScan], exemplars: list[Labelle
                f"detection {tiles['detection_at_1_percent']:.3f} at 1% and {tiles['detection_at_0_1_percent']:.3f} at 0.1% false alarms")
     report(f"localisation: top tile on the item for {localisation['on_item_of_detected']} of detected positives, "
            f"{localisation['on_item_of_positives']} of all positives with a box")
+    for material, counts in results["by_material"].items():
+        report(f"{material} items: {counts['detected_at_1_percent']} of {counts['positives']} detected at 1% false alarms, "
+               f"top tile on the item for {counts['on_item']}")
 
     if out is not None:
         results["examples"] = _write_examples(scored, config, out, rule, at_one_percent)
@@ -158,6 +162,20 @@ def _localisation(scored: list[ScoredScan], rule: str, threshold: float) -> dict
         "detected_at_1_percent": len(detected),
         "on_item_of_detected": _fraction(sum(item.on_item for item in detected), len(detected)),
     }
+
+
+def _by_material(scored: list[ScoredScan], rule: str, threshold: float) -> dict[str, dict[str, int]]:
+    # Faint organic items and dense metal ones differ most in how often they are found, so
+    # a set whose manifest records materials is broken down by them.
+    groups: dict[str, dict[str, int]] = {}
+    for item in scored:
+        if not item.scan.positive or item.scan.material is None:
+            continue
+        counts = groups.setdefault(item.scan.material, {"positives": 0, "detected_at_1_percent": 0, "on_item": 0})
+        counts["positives"] += 1
+        counts["detected_at_1_percent"] += int(item.scores[rule] >= threshold)
+        counts["on_item"] += int(bool(item.on_item))
+    return dict(sorted(groups.items()))
 
 
 def _tile_level(scored: list[ScoredScan]) -> dict[str, Any] | None:

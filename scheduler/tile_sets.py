@@ -38,8 +38,16 @@ def labelled_scans(manifest: Path, split: str, annotations: Path | None = None) 
         boxes = annotated.get(str(entry.path))
         if boxes is None:
             boxes = _manifest_boxes(entry, manifest)
-        scans.append(LabelledScan(path=entry.path, positive=entry.label == "positive", boxes=tuple(boxes)))
+        scans.append(LabelledScan(path=entry.path, positive=entry.label == "positive", boxes=tuple(boxes),
+                                  material=_material(entry)))
     return scans
+
+
+def _material(entry) -> str | None:
+    # cargoscan tip records each procedural item's material; item files and other manifests have none.
+    item = entry.extra.get("item")
+    material = item.get("material") if isinstance(item, dict) else None
+    return str(material) if material is not None else None
 
 
 def _manifest_boxes(entry, manifest: Path) -> list[tuple[int, int, int, int]]:

@@ -57,6 +57,7 @@ def boxed_scans(tmp_path: Path) -> dict[str, list]:
                 entry = {"path": str(path.relative_to(tmp_path / "set")), "label": label, "split": split}
                 if scan.item_box is not None:
                     entry["box"] = list(scan.item_box)
+                    entry["item"] = {"kind": "block", "material": "organic" if index % 2 else "metal"}
                     boxes[str(path)] = [scan.item_box]
                 entries.append(entry)
     manifest = tmp_path / "set" / "manifest.json"
@@ -227,6 +228,11 @@ def test_evaluate_reports_localisation(tile_checkpoint, boxed_scans, tmp_path):
     assert set(results["screening"]) == {"nearest_positive", "novelty", "margin"}
     assert results["localisation"]["positives_with_box"] == 3
     assert 0.0 <= results["localisation"]["on_item_of_positives"] <= 1.0
+    assert set(results["by_material"]) == {"metal", "organic"}
+    assert results["by_material"]["metal"]["positives"] == 2
+    assert results["by_material"]["organic"]["positives"] == 1
+    detected = sum(counts["detected_at_1_percent"] for counts in results["by_material"].values())
+    assert detected == results["localisation"]["detected_at_1_percent"]
     assert (out / "metrics.json").is_file()
     assert results["examples"]
     assert all(Path(example["png"]).is_file() for example in results["examples"])
@@ -246,7 +252,8 @@ def test_train_tiles_writes_tile_checkpoint(boxed_scans, tmp_path):
 
     training = labelled_scans(boxed_scans["manifest"], "train")
     validation = labelled_scans(boxed_scans["manifest"], "test")
-    config = TileTrainConfig(epochs=2, pairs_per_epoch=16, batch_size=8, mining_pool=64, projections_per_scan=1)
+    config = TileTrainConfig(epochs=2, pairs_per_epoch=16, batch_size=8, mining_pool=64, projections_per_scan=1,
+                             background_pairs=0.5)
 
     result = train_tiles(training, tmp_path / "trained.pt", config, TILES, torch.device("cpu"), validation, report=lambda line: None)
 
@@ -257,6 +264,16 @@ def test_train_tiles_writes_tile_checkpoint(boxed_scans, tmp_path):
     assert all(epoch.validation_auc is not None for epoch in result.history)
     assert result.positive_tiles > 0
     assert result.history[1].learning_rate < result.history[0].learning_rate
+    assert checkpoint.metadata["train_config"]["background_pairs"] == 0.5
+
+
+def test_manifest_items_give_scan_materials(boxed_scans):
+    from scheduler.tile_sets import labelled_scans
+
+    scans = labelled_scans(boxed_scans["manifest"], "train")
+
+    assert sorted(scan.material for scan in scans if scan.positive) == ["metal", "metal", "organic"]
+    assert all(scan.material is None for scan in scans if not scan.positive)
 
 
 def test_train_tiles_needs_boxes(boxed_scans, tmp_path):
