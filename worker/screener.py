@@ -100,6 +100,13 @@ def build_screener(
         executor = reuse.executor if reuse is not None else ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
 
     threshold = settings.threshold if settings.threshold is not None else version.threshold
+    if threshold <= 0 and score_rule != "margin":
+        if reuse is None:
+            executor.shutdown(wait=False)
+        raise ScreenerSetupError(
+            f"threshold {threshold} is invalid for score rule {score_rule!r}: it must be positive "
+            "(only the margin rule takes zero or negative thresholds)"
+        )
     index = build_exemplar_index(selection.exemplar_set_id, exemplars, settings)
     logger.info(
         "screener ready: model %s, exemplar set %d (%d positive, %d negative), threshold %.3f, device %s",

@@ -42,7 +42,9 @@ class Settings(BaseSettings):
     )
 
     exemplar_set_id: int | None = Field(None, description="Exemplar set to screen against; unset uses the newest")
-    threshold: float | None = Field(None, gt=0, description="Decision threshold; unset uses the one stored with the model version (calibrated or the checkpoint's)")
+    # Margin scores can be negative, so the sign is checked against the model's rule when
+    # the screener is built.
+    threshold: float | None = Field(None, description="Decision threshold; unset uses the one stored with the model version (calibrated or the checkpoint's)")
     approximate_index_min_exemplars: int = Field(
         100_000, ge=1, description="Exemplars of one class from which a faiss index proposes candidates for exact re-ranking"
     )

@@ -324,6 +324,47 @@ def test_unknown_score_rule_rejected(sqlite_url, boxed_scans, tmp_path):
     database.dispose()
 
 
+@pytest.mark.parametrize("rule, threshold, accepted", [
+    ("margin", -0.1, True),
+    ("margin", 0.0, True),
+    ("novelty", -0.1, False),
+    ("nearest_positive", 0.0, False),
+])
+def test_threshold_sign_follows_score_rule(sqlite_url, boxed_scans, tmp_path, rule, threshold, accepted):
+    from db.database import open_database
+    from worker.screener import ScreenerSetupError
+
+    checkpoint = tmp_path / f"{rule}.pt"
+    save_checkpoint(checkpoint, SiameseEmbedder().eval(), TILES, threshold=0.5, metadata={"score_rule": rule})
+    database = open_database(sqlite_url)
+    _enrolled(database, checkpoint, boxed_scans)
+    settings = Settings(database_url="unused://", threshold=threshold)
+
+    if accepted:
+        screener = build_screener(database.sessions, settings)
+        screener.close()
+        assert screener.threshold == threshold
+    else:
+        with pytest.raises(ScreenerSetupError, match="must be positive"):
+            build_screener(database.sessions, settings)
+    database.dispose()
+
+
+def test_screen_command_takes_negative_margin_threshold(sqlite_url, boxed_scans, tmp_path, capsys):
+    from db.database import open_database
+    from scheduler.cli import main
+
+    checkpoint = tmp_path / "margin.pt"
+    save_checkpoint(checkpoint, SiameseEmbedder().eval(), TILES, threshold=0.5, metadata={"score_rule": "margin"})
+    database = open_database(sqlite_url)
+    _enrolled(database, checkpoint, boxed_scans)
+    database.dispose()
+    queue = boxed_scans["root"] / "test"
+
+    assert main(["--db", sqlite_url, "screen", str(queue), "--threshold=-1e6"]) == 0
+    assert "flagged 6" in capsys.readouterr().out
+
+
 def test_calibrate_tile_model_by_its_rule(sqlite_url, boxed_scans, tmp_path):
     from db.database import open_database
     from db.schema import ModelVersion
