@@ -30,12 +30,20 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "broker", None):
         os.environ["CARGOSCAN_BROKER_URL"] = args.broker
 
+    from pydantic import ValidationError
+
     from scheduler.commands import UserError
 
     try:
         return int(args.handler(args) or 0)
     except UserError as error:
         print(f"error: {redact_url(str(error))}", file=sys.stderr)
+        return 2
+    except ValidationError as error:
+        # Settings come from CARGOSCAN_* variables and from options of the same name.
+        for problem in error.errors():
+            name = "CARGOSCAN_" + "_".join(str(part) for part in problem["loc"]).upper()
+            print(f"error: invalid setting {name}: {problem['msg']}, got {redact_url(repr(problem.get('input')))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

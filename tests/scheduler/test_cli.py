@@ -136,3 +136,13 @@ def test_db_option_after_command(sqlite_url, capsys):
 def test_db_upgrade_reports_revision(sqlite_url, capsys):
     assert main(["--db", sqlite_url, "db", "upgrade"]) == 0
     assert f"revision {head_revision()}" in capsys.readouterr().out
+
+
+def test_invalid_setting_reported_in_one_line(sqlite_url, monkeypatch, capsys):
+    monkeypatch.setenv("CARGOSCAN_MAX_BATCH_SIZE", "many")
+
+    assert main(["--db", sqlite_url, "results"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: invalid setting CARGOSCAN_MAX_BATCH_SIZE:")
+    assert "'many'" in error
+    assert "Traceback" not in error
