@@ -6,10 +6,24 @@ Start a worker with ``celery -A worker worker --pool solo`` (one process per GPU
 from __future__ import annotations
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from scheduler.beat import nightly_beat_schedule
-from worker.settings import get_settings
+from worker.settings import Settings, get_settings
+
+
+def screening_queues(settings: Settings) -> tuple[Queue, Queue]:
+    """Return the live and rescore queues, each bound to its own routing key.
+
+    Without an explicit key Celery binds every queue to the default queue's key, so a job
+    published to the exchange by key would land in both queues.
+    """
+    exchange = Exchange(settings.queue, type="direct")
+    return (
+        Queue(settings.queue, exchange, routing_key=settings.queue),
+        Queue(settings.rescore_queue, exchange, routing_key=settings.rescore_queue),
+    )
+
 
 settings = get_settings()
 
@@ -25,7 +39,7 @@ app.conf.update(
     task_default_queue=settings.queue,
     # Workers consume the live queue first and the rescore queue only when it is empty: the
     # Redis transport's "priority" strategy polls queues in the order listed here.
-    task_queues=(Queue(settings.queue), Queue(settings.rescore_queue)),
+    task_queues=screening_queues(settings),
     # celery-batches needs the prefetch window to hold at least one full batch; two let the
     # next batch arrive while the current one runs, without one worker hoarding the queue.
     worker_prefetch_multiplier=2 * settings.max_batch_size,
