@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -94,3 +95,15 @@ def calibrate_suspicion(negative_scores: np.ndarray, target_false_alarm: float) 
         threshold=float(threshold), target_false_alarm=float(target_false_alarm), achieved_false_alarm=achieved,
         negatives=len(scores),
     )
+
+
+def negatives_needed(target_false_alarm: float) -> int:
+    """Return how many negatives a target needs before flagging one of them stays within it.
+
+    With fewer, the only threshold that meets the target clears every negative, so the
+    achieved rate is 0 whatever the target. A target of 0 needs just one negative.
+    """
+    if target_false_alarm <= 0:
+        return 1
+    # The tolerance keeps 1 / 0.05 at 20 rather than 21 after rounding.
+    return math.ceil(1.0 / target_false_alarm - 1e-9)

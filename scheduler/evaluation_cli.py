@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -61,6 +62,7 @@ def run_split(args: argparse.Namespace) -> int:
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
+    from models.calibration import negatives_needed
     from models.checkpoint import CheckpointError
     from models.device import select_device
     from scheduler.calibrate import calibrate_model
@@ -81,6 +83,12 @@ def run_calibrate(args: argparse.Namespace) -> int:
     calibration = result.calibration
     print(f"threshold {calibration.threshold:.4f} for {calibration.target_false_alarm:.1%} false alarms: it flags "
           f"{calibration.achieved_false_alarm:.1%} of {calibration.negatives} validation negatives")
+    needed = negatives_needed(calibration.target_false_alarm)
+    if calibration.negatives < needed:
+        # One flagged negative already exceeds the target, so the threshold can only clear them all.
+        print(f"warning: {calibration.negatives} validation negatives are too few for a {calibration.target_false_alarm:.1%} "
+              f"target. Below {needed} negatives none may be flagged, so the threshold lies above all of them. "
+              "Calibrate on more clean scans for a meaningful rate.", file=sys.stderr)
     if result.validation_detection is not None:
         print(f"detection on the validation positives at this threshold: {result.validation_detection:.1%}")
     print(f"stored on model version {result.model_sha256[:12]} (exemplar set {result.exemplar_set_id}); "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.calibration import calibrate_suspicion, calibrate_threshold
+from models.calibration import calibrate_suspicion, calibrate_threshold, negatives_needed
 
 
 @pytest.mark.parametrize("target", [0.01, 0.05, 0.1])
@@ -140,3 +140,8 @@ def test_suspicion_rejects_nan_and_empty():
         calibrate_suspicion(np.array([1.0, np.nan]), 0.05)
     with pytest.raises(ValueError, match="at least one"):
         calibrate_suspicion(np.array([]), 0.05)
+
+
+@pytest.mark.parametrize("target, needed", [(0.05, 20), (0.01, 100), (0.25, 4), (0.3, 4), (1.0, 1), (0.0, 1)])
+def test_negatives_needed_for_target(target, needed):
+    assert negatives_needed(target) == needed

@@ -167,7 +167,8 @@ def test_calibrate_stores_threshold(dataset, trained, sqlite_url, capsys):
 
     assert main(["--db", sqlite_url, "calibrate", "--model", str(trained), "--manifest", manifest, "--far", "0.25"]) == 0
 
-    output = capsys.readouterr().out
+    captured = capsys.readouterr()
+    output = captured.out
     assert "stored on model version" in output
     from db.database import open_database
     from db.schema import ModelVersion
@@ -177,6 +178,10 @@ def test_calibrate_stores_threshold(dataset, trained, sqlite_url, capsys):
         threshold = session.query(ModelVersion).one().threshold
     database.dispose()
     assert f"threshold {threshold:.4f}" in output
+    assert "are too few for a 25.0% target. Below 4 negatives" in captured.err
+
+    assert main(["--db", sqlite_url, "calibrate", "--model", str(trained), "--manifest", manifest, "--far", "0.01"]) == 0
+    assert "are too few for a 1.0% target. Below 100 negatives" in capsys.readouterr().err
 
 
 def test_calibrate_without_exemplars_fails(dataset, tiny_checkpoint, sqlite_url, capsys):
