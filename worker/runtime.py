@@ -39,13 +39,23 @@ def get_runtime() -> Runtime:
         return _runtime
 
     selection = resolve_selection(_runtime.database.sessions, settings)
-    threshold_changed = settings.threshold is None and _stored_threshold(selection) != _runtime.screener.threshold
-    if selection.exemplar_set_id != _runtime.screener.exemplar_set_id or threshold_changed:
+    current = _runtime.screener
+    pair_changed = selection.exemplar_set_id != current.exemplar_set_id
+    stored = None if settings.threshold is not None else _stored_threshold(selection)
+    if pair_changed:
         logger.info(
             "switching to model %s, exemplar set %d (was %s, %d)", selection.model_sha256[:12], selection.exemplar_set_id,
-            _runtime.screener.model_sha256[:12], _runtime.screener.exemplar_set_id,
+            current.model_sha256[:12], current.exemplar_set_id,
         )
-        _runtime.screener = build_screener(_runtime.database.sessions, settings, selection, reuse=_runtime.screener)
+    elif stored is not None and stored != current.threshold:
+        logger.info(
+            "threshold of model %s changed from %.4f to %.4f (recalibrated); exemplar set %d unchanged",
+            current.model_sha256[:12], current.threshold, stored, current.exemplar_set_id,
+        )
+    else:
+        return _runtime
+
+    _runtime.screener = build_screener(_runtime.database.sessions, settings, selection, reuse=current)
     return _runtime
 
 
