@@ -119,6 +119,8 @@ def run_enroll(args) -> int:
 
     print(f"exemplar set {result.exemplar_set_id}: {result.positives} positive, {result.negatives} negative exemplars, "
           f"model version {result.model_sha256[:12]}")
+    origin = "calibrated in this database" if result.calibrated else "the checkpoint's; 'cargoscan calibrate' sets one for a false-alarm rate"
+    print(f"screening threshold {result.threshold:.4f} ({origin})")
     if result.skipped:
         print(f"skipped {len(result.skipped)} unreadable exemplars", file=sys.stderr)
     return 0

@@ -32,6 +32,10 @@ class EnrollResult:
     positives: int
     negatives: int
     skipped: list[tuple[str, str]]
+    # The model version's stored threshold: the checkpoint's, or a calibrated one when the
+    # version was calibrated in this database before.
+    threshold: float = 0.5
+    calibrated: bool = False
 
 
 def enroll(
@@ -101,6 +105,8 @@ def enroll(
         )
         exemplar_set = repository.create_exemplar_set(session, version.id, name or f"{checkpoint_path.stem}-exemplars", rows)
         result = EnrollResult(
+            threshold=version.threshold,
+            calibrated=version.threshold != checkpoint.threshold,
             exemplar_set_id=exemplar_set.id,
             model_version_id=version.id,
             model_sha256=version.sha256,

@@ -47,6 +47,7 @@ def test_enroll_screen_results(trained, exemplar_folders, scan_folder, sqlite_ur
     assert main(["--db", sqlite_url, "screen", str(scan_folder), "--threshold", "1e6"]) == 0
     output = capsys.readouterr().out
     assert "scanned 9, scored 8, flagged 8, failed 1" in output
+    assert "(the checkpoint's; 'cargoscan calibrate' sets one" in output
 
     assert main(["--db", sqlite_url, "results", "--format", "csv"]) == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))

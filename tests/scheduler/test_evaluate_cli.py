@@ -183,6 +183,9 @@ def test_calibrate_stores_threshold(dataset, trained, sqlite_url, capsys):
     assert main(["--db", sqlite_url, "calibrate", "--model", str(trained), "--manifest", manifest, "--far", "0.01"]) == 0
     assert "are too few for a 1.0% target. Below 100 negatives" in capsys.readouterr().err
 
+    assert main(["--db", sqlite_url, "enroll", "--model", str(trained), "--manifest", manifest, "--split", "train"]) == 0
+    assert "(calibrated in this database)" in capsys.readouterr().out
+
 
 def test_calibrate_without_exemplars_fails(dataset, tiny_checkpoint, sqlite_url, capsys):
     status = main(["--db", sqlite_url, "calibrate", "--model", str(tiny_checkpoint), "--manifest", str(dataset / "manifest.json")])
