@@ -7,11 +7,14 @@ from collections.abc import Sequence
 
 import numpy as np
 from matplotlib import colormaps
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 TOP_BOX_COLOUR = (255, 40, 40)
 ITEM_BOX_COLOUR = (40, 220, 40)
 HEAT_OPACITY = 0.45
+HEAT_COLOURMAP = "inferno"
+LEGEND_BACKGROUND = (255, 255, 255)
+LEGEND_TEXT = (0, 0, 0)
 
 
 def render_heatmap(
@@ -74,6 +77,38 @@ def _blend_heat(base: Image.Image, size, scale: float, tile_boxes, suspicion) ->
     spread = float(heat.max() - heat.min())
     unit = (heat - heat.min()) / spread if spread > 0 else np.zeros_like(heat)
 
-    colours = np.uint8(colormaps["inferno"](unit)[..., :3] * 255)
+    colours = np.uint8(colormaps[HEAT_COLOURMAP](unit)[..., :3] * 255)
     blended = Image.blend(base, Image.fromarray(colours), HEAT_OPACITY)
     return blended
+
+
+def add_legend(image: Image.Image, caption: str, suspicion: np.ndarray | None = None) -> Image.Image:
+    """Return ``image`` with a white strip below it: ``caption``, then a colour bar of the heat map's range.
+
+    ``suspicion`` holds the tile scores the heat map was scaled to; without tiles the strip
+    has the caption only. Colours run from the scan's least to its most suspicious tile.
+    """
+    font = ImageFont.load_default(size=max(12, min(24, image.width // 60)))
+    line_height = int(font.size * 1.6)
+    rows = 2 if suspicion is not None and len(suspicion) else 1
+    legend = Image.new("RGB", (image.width, image.height + rows * line_height), LEGEND_BACKGROUND)
+    legend.paste(image, (0, 0))
+    draw = ImageDraw.Draw(legend)
+    margin = max(4, font.size // 2)
+    draw.text((margin, image.height + (line_height - font.size) // 2), caption, fill=LEGEND_TEXT, font=font)
+    if rows == 1:
+        return legend
+
+    # The bar sits between its two end values, on the second row.
+    top = image.height + line_height + (line_height - font.size) // 2
+    low, high = f"{float(np.min(suspicion)):.3f}", f"{float(np.max(suspicion)):.3f}"
+    low_width = draw.textlength(low, font=font)
+    bar_left = int(margin + low_width + margin)
+    bar_right = int(image.width - margin - draw.textlength(high, font=font) - margin)
+    draw.text((margin, top), low, fill=LEGEND_TEXT, font=font)
+    draw.text((bar_right + margin, top), high, fill=LEGEND_TEXT, font=font)
+    if bar_right > bar_left:
+        ramp = colormaps[HEAT_COLOURMAP](np.linspace(0.0, 1.0, bar_right - bar_left))[:, :3]
+        bar = np.repeat(np.uint8(ramp * 255)[None, :, :], font.size, axis=0)
+        legend.paste(Image.fromarray(bar), (bar_left, top))
+    return legend

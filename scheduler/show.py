@@ -39,7 +39,7 @@ def show_scan(database, settings, scan_id: int, out: Path) -> ShownScan:
     """Render scan ``scan_id`` to ``out`` as PNG; raises :class:`ShowError` when it cannot."""
     from models.exemplars import rule_score, score
     from models.exemplars import suspicion as tile_suspicion
-    from models.heatmap import render_heatmap, save_heatmap
+    from models.heatmap import add_legend, render_heatmap, save_heatmap
     from models.imaging import ScanReadError, load_scan
     from models.inference import decode_one, decode_target
     from models.scan_scoring import embed_tiles
@@ -73,13 +73,17 @@ def show_scan(database, settings, scan_id: int, out: Path) -> ShownScan:
             verdicts = score(embeddings, screener.exemplars, screener.threshold, screener.score_rule)
             suspicion = tile_suspicion(verdicts, screener.score_rule)
         image = render_heatmap(pixels, (decoded.width, decoded.height), tile_boxes, suspicion, box)
-        save_heatmap(image, out)
+        score_value = rule_score(result.positive_distance, result.negative_distance, screener.score_rule)
+        verdict = "flagged" if result.flagged else "clear"
+        caption = (f"scan {scan.id}: {verdict}, {screener.score_rule} score {score_value:.4f} "
+                   f"(threshold {result.threshold:.4f}), model {screener.model_sha256[:12]}")
+        save_heatmap(add_legend(image, caption, suspicion if len(suspicion) else None), out)
     finally:
         screener.close()
 
     return ShownScan(
         scan_id=scan.id, uri=scan.uri, status=scan.status, flagged=result.flagged, score_rule=screener.score_rule,
-        score=rule_score(result.positive_distance, result.negative_distance, screener.score_rule), threshold=result.threshold,
+        score=score_value, threshold=result.threshold,
         box=box, tiles=len(tile_boxes), out=out,
     )
 

@@ -206,7 +206,7 @@ def _fraction(count: int, total: int) -> float | None:
 
 
 def _write_examples(scored: list[ScoredScan], config, out: Path, rule: str, threshold: float) -> list[dict[str, Any]]:
-    from models.heatmap import render_heatmap, save_heatmap
+    from models.heatmap import add_legend, render_heatmap, save_heatmap
     from models.imaging import load_scan
     from models.inference import decode_target
 
@@ -224,6 +224,8 @@ def _write_examples(scored: list[ScoredScan], config, out: Path, rule: str, thre
             scan = load_scan(item.scan.path, target=decode_target(config))
             image = render_heatmap(scan.pixels, (scan.width, scan.height), item.tile_boxes, item.tile_suspicion,
                                    item.top_box, item.scan.boxes)
+            caption = f"{kind}: {item.scan.path.name}, {rule} score {item.scores[rule]:.4f} (1% FA threshold {threshold:.4f})"
+            image = add_legend(image, caption, item.tile_suspicion)
             path = out / "examples" / f"{kind}-{item.scan.path.stem}.png"
             save_heatmap(image, path)
             examples.append({"kind": kind, "scan": str(item.scan.path), "png": str(path), "score": item.scores[rule],
