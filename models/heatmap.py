@@ -85,7 +85,7 @@ def _blend_heat(base: Image.Image, size, scale: float, tile_boxes, suspicion) ->
 def add_legend(image: Image.Image, caption: str, suspicion: np.ndarray | None = None) -> Image.Image:
     """Return ``image`` with a white strip below it: ``caption``, then a colour bar of the heat map's range.
 
-    ``suspicion`` holds the tile scores the heat map was scaled to; without tiles the strip
+    ``suspicion`` contains the tile scores the heat map was scaled to; without tiles the strip
     has the caption only. Colours run from the scan's least to its most suspicious tile.
     """
     font = ImageFont.load_default(size=max(12, min(24, image.width // 60)))
