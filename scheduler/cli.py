@@ -132,7 +132,7 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="rule the model version screens by (default: novelty for --objective novelty, margin for item)")
     tiles.add_argument("--organic-share", type=float, default=0.5,
                        help="chance that a projected training item is organic (faint) rather than metal")
-    tiles.add_argument("--background-pairs", type=float, default=0.0,
+    tiles.add_argument("--background-pairs", type=float, default=0.5,
                        help="share of item pairs that set a projected item against the clean tile at its place")
     tiles.add_argument("--lr-schedule", choices=("cosine", "constant"), default="cosine",
                        help="cosine: decay the learning rate to 1%% of --lr over --epochs; constant: keep it")
