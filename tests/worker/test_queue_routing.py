@@ -14,13 +14,15 @@ pytestmark = pytest.mark.redis
 
 
 def test_app_queues_have_distinct_routing_keys():
-    from worker.celery import app
+    from worker.celery import app, settings
 
-    # Celery fills in defaults for queues declared without a key, so check what it made of them.
-    queues = list(app.amqp.queues.values())
+    # Celery fills in defaults for queues declared without a key, so check what it made of
+    # them. Other tests add private queues to the same app, so only the two configured ones
+    # are looked up.
+    queues = app.amqp.queues
 
-    assert len(queues) == 2
-    assert [queue.routing_key for queue in queues] == [queue.name for queue in queues]
+    assert queues[settings.queue].routing_key == settings.queue
+    assert queues[settings.rescore_queue].routing_key == settings.rescore_queue
 
 
 def test_job_routed_by_key_reaches_one_queue(redis_url):
