@@ -2,7 +2,7 @@
 
 Tiles on an item form the positive class and tiles that touch no item the negative class.
 Tiles that only graze an item are left out. Besides the tiles of the training scans, the
-bank holds item tiles projected into its clean scans (threat image projection), drawn
+bank contains item tiles projected into its clean scans (threat image projection), drawn
 anew every epoch. Each projected tile remembers the tile at the same place of the clean
 scan it was projected into, so training can pair an item with its own background.
 """
@@ -60,8 +60,8 @@ class TileBank:
 
     ``sources`` are the clean grey training scans that items are projected into, and
     ``source_starts`` the bank index of each one's first tile. Their projected item tiles
-    are drawn anew each epoch and follow the fixed tiles in ``images``; ``backgrounds``
-    gives, for each of them, the bank index of the clean tile at its place.
+    are drawn anew each epoch and follow the fixed tiles in ``images``. For each of them,
+    ``backgrounds`` contains the bank index of the clean tile at its place.
     """
 
     images: torch.Tensor
@@ -183,7 +183,7 @@ def join_tiles(parts: list[torch.Tensor]) -> torch.Tensor:
 
 
 def _add_tiles(images, labels, scan: DecodedScan, item_boxes: np.ndarray, geometry) -> int:
-    # Appends the scan's labelled tiles and returns how many it kept.
+    # Returns the number of tiles kept, so callers can track where each scan's tiles start.
     tiles = cut_tiles(scan, geometry)
     coverage = item_coverage(tiles.boxes, item_boxes)
     tile_labels = np.where(coverage >= ON_ITEM_FRACTION, 1, np.where(coverage == 0, 0, -1))

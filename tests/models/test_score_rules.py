@@ -55,7 +55,7 @@ def test_novelty_without_negatives_rejected():
 
 
 @pytest.mark.parametrize("rule, expected", [("nearest_positive", 0.25), ("novelty", 1.0), ("margin", 0.75)])
-def test_rule_score_is_what_the_threshold_is_compared_with(rule, expected):
+def test_rule_score_per_rule(rule, expected):
     assert rule_score(0.25, 1.0, rule) == pytest.approx(expected)
 
 

@@ -44,7 +44,7 @@ def test_source_starts_index_each_clean_scans_tiles(bank):
         assert (bank.labels[start : start + len(tiles)] == 0).all()
 
 
-def test_projected_tile_differs_from_its_background_only_by_the_item(bank):
+def test_background_differs_only_by_item(bank):
     projected = np.arange(bank.fixed, len(bank.images))
     difference = bank.images[projected].float() - bank.images[bank.background_of(projected)].float()
 
@@ -62,14 +62,15 @@ def test_tiles_from_scan_boxes_have_no_background(bank):
     assert (bank.background_of(bank.negatives) == -1).all()
 
 
-def test_every_projected_item_meets_its_background_at_share_one(bank):
+def test_share_one_pairs_every_projected_item(bank):
     config = TileTrainConfig(pairs_per_epoch=400, background_pairs=1.0)
 
     first, second, similar = _draw_pairs(bank, config, np.random.default_rng(1), hard=None)
 
     items, partners = first[similar == 0], second[similar == 0]
     projected = items >= bank.fixed
-    assert projected.any() and (~projected).any()
+    assert projected.any()
+    assert (~projected).any()
     assert (partners[projected] == bank.background_of(items[projected])).all()
     assert (bank.labels[partners] == 0).all()
 
