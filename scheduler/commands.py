@@ -294,9 +294,8 @@ def run_show(args) -> int:
     finally:
         database.dispose()
 
-    verdict = "flagged" if shown.flagged else "clear"
     where = f", top tile at {shown.box} of {shown.tiles} tiles" if shown.box is not None else " (whole-scan model: no tiles)"
-    print(f"scan {shown.scan_id} {shown.uri}: {verdict}, {shown.score_rule} score {shown.score:.4f} "
+    print(f"scan {shown.scan_id} {shown.uri}: {shown.verdict}, {shown.score_rule} score {shown.score:.4f} "
           f"(threshold {shown.threshold:.4f}){where}")
     print(f"wrote {shown.out}")
     return 0

@@ -34,6 +34,15 @@ class ShownScan:
     tiles: int
     out: Path
 
+    @property
+    def verdict(self) -> str:
+        return verdict_word(self.flagged)
+
+
+def verdict_word(flagged: bool | None) -> str:
+    """The word the caption and the command line use for a stored verdict."""
+    return "flagged" if flagged else "clear"
+
 
 def show_scan(database, settings, scan_id: int, out: Path) -> ShownScan:
     """Render scan ``scan_id`` to ``out`` as PNG; raises :class:`ShowError` when it cannot."""
@@ -74,8 +83,7 @@ def show_scan(database, settings, scan_id: int, out: Path) -> ShownScan:
             suspicion = tile_suspicion(verdicts, screener.score_rule)
         image = render_heatmap(pixels, (decoded.width, decoded.height), tile_boxes, suspicion, box)
         score_value = rule_score(result.positive_distance, result.negative_distance, screener.score_rule)
-        verdict = "flagged" if result.flagged else "clear"
-        caption = (f"scan {scan.id}: {verdict}, {screener.score_rule} score {score_value:.4f} "
+        caption = (f"scan {scan.id}: {verdict_word(result.flagged)}, {screener.score_rule} score {score_value:.4f} "
                    f"(threshold {result.threshold:.4f}), model {screener.model_sha256[:12]}")
         save_heatmap(add_legend(image, caption, suspicion if len(suspicion) else None), out)
     finally:
