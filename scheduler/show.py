@@ -40,7 +40,7 @@ class ShownScan:
 
 
 def verdict_word(flagged: bool | None) -> str:
-    """The word the caption and the command line use for a stored verdict."""
+    """Return the word that the caption and the command line print for a stored verdict."""
     return "flagged" if flagged else "clear"
 
 
