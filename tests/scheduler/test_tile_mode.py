@@ -1,4 +1,5 @@
 """Tile mode end to end: training, enrollment of item tiles, screening with boxes, show and evaluate."""
+
 from __future__ import annotations
 
 import json
